@@ -1,0 +1,136 @@
+"""Command line: `python -m bali_jax <command> [options]`.
+
+Commands (stable: users script them):
+  export-hf  --source SRC --out OUT   export a BERT to a Hugging Face directory.
+
+SRC is an HF BERT directory (a round trip through our Flax model, verified
+on the way) or `starter` for the open starter model. Training checkpoints
+become exportable with the `train` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+PROBE_SENTENCES = (
+    "Hereditary hemochromatosis causes iron overload in the liver.",
+    "Patients with Marfan syndrome often present with aortic dilatation.",
+    "BRCA1 mutations increase the risk of breast and ovarian cancer.",
+)
+
+
+def _is_hf_dir(path: str) -> bool:
+  return os.path.exists(os.path.join(path, "config.json"))
+
+
+def _encode_probe(tokenizer, max_len: int = 32):
+  enc = tokenizer(list(PROBE_SENTENCES), padding="max_length",
+                  truncation=True, max_length=max_len, return_tensors="np")
+  return enc["input_ids"], enc["attention_mask"]
+
+
+def _forward(config, params, ids, mask):
+  import jax  # local: keep `--help` fast
+  from bali_jax.model.bert import BertModel
+  model = BertModel(config, add_pooler="pooler" in params["bert"])
+  out = jax.jit(model.apply)({"params": params["bert"]}, ids, mask)
+  return out["last_hidden_state"]
+
+
+def cmd_export_hf(args) -> int:
+  import jax
+  import ml_dtypes
+  import numpy as np
+  from bali_jax import hf_export, hf_import, open_data
+
+  src = open_data.resolve_model_dir(args.source)
+  if not os.path.isdir(src):
+    raise FileNotFoundError(f"--source {src}: no such directory")
+  if not _is_hf_dir(src):
+    raise ValueError(
+        f"--source {src}: not a Hugging Face BERT directory (no config.json)."
+        " Exporting training checkpoints needs the `train` command, which "
+        "this version does not ship yet.")
+  t0 = time.time()
+  print(f"importing {src}")
+  pre = hf_import.load_pretrained(src)
+  n_params = sum(x.size for x in jax.tree.leaves(pre.params))
+  print(f"  {pre.config.num_hidden_layers} layers, d={pre.config.hidden_size},"
+        f" {n_params:,} parameters, pooler={pre.has_pooler}, "
+        f"mlm_head={pre.has_mlm_head}")
+  report = hf_export.export_hf(pre.config, pre.params, args.out,
+                               pre.tokenizer, dtype=args.dtype,
+                               max_shard_size=args.max_shard_size,
+                               overwrite=args.overwrite)
+  print(f"wrote {report.out_dir}: {', '.join(report.weight_files)} "
+        f"({report.total_bytes / 1e6:.1f} MB, {report.num_tensors} tensors, "
+        f"{args.dtype}, architectures {report.architectures})")
+  for cls, skipped, fresh in (
+      ("AutoModel", report.skipped_by_automodel, report.fresh_in_automodel),
+      ("AutoModelForMaskedLM", report.skipped_by_masked_lm,
+       report.fresh_in_masked_lm)):
+    print(f"  transformers {cls}: "
+          + (f"initialises {fresh} fresh (the source has none)" if fresh
+             else "loads every weight it needs")
+          + (f"; ignores {len(skipped)} tensors of the other head"
+             if skipped else ""))
+  result = {"source": src, "out": report.out_dir, "dtype": args.dtype,
+            "files": report.weight_files, "parameters": report.num_parameters}
+  if args.verify:
+    back = hf_import.load_pretrained(report.out_dir)
+    cast = (lambda x: x) if args.dtype == "float32" else (
+        lambda x: np.asarray(x).astype(ml_dtypes.bfloat16).astype(np.float32))
+    same = jax.tree.map(lambda a, b: bool(np.array_equal(cast(a), b)),
+                        pre.params, back.params)
+    identical = all(jax.tree.leaves(same))
+    ids, mask = _encode_probe(pre.tokenizer)
+    ids_back, _ = _encode_probe(back.tokenizer)
+    h0 = _forward(pre.config, pre.params, ids, mask)
+    h1 = _forward(back.config, back.params, ids, mask)
+    diff = float(np.max(np.abs(np.asarray(h0) - np.asarray(h1))))
+    result.update(params_identical=identical,
+                  tokenizer_identical=bool((ids == ids_back).all()),
+                  probe_max_abs_diff=diff)
+    print(f"verify: re-imported params identical={identical}, tokenizer ids "
+          f"identical={result['tokenizer_identical']}, hidden-state max abs "
+          f"diff on {len(PROBE_SENTENCES)} probe sentences={diff:.3g}")
+    if not identical or not result["tokenizer_identical"]:
+      print("error: the export does not reproduce the source", file=sys.stderr)
+      return 1
+  print(f"done in {time.time() - t0:.1f}s. Load it with "
+        f"transformers.AutoModel.from_pretrained({report.out_dir!r})")
+  print(json.dumps(result))
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m bali_jax",
+                              description=__doc__.split("\n\n")[0])
+  sub = p.add_subparsers(dest="command", required=True)
+  e = sub.add_parser("export-hf", help="export a BERT to a Hugging Face dir")
+  e.add_argument("--source", required=True,
+                 help="HF BERT directory, or `starter` (open starter model)")
+  e.add_argument("--out", required=True, help="output directory")
+  e.add_argument("--dtype", default="float32",
+                 choices=("float32", "bfloat16"), help="weight dtype")
+  e.add_argument("--max-shard-size", default="5GB",
+                 help="shard weights above this size (default 5GB)")
+  e.add_argument("--overwrite", action="store_true",
+                 help="replace OUT if it exists (atomically)")
+  e.add_argument("--no-verify", dest="verify", action="store_false",
+                 help="skip re-importing the export and comparing")
+  e.set_defaults(func=cmd_export_hf)
+  return p
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    return args.func(args)
+  except (ValueError, FileNotFoundError, FileExistsError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2

