@@ -67,9 +67,14 @@ def parse_size(size: str | int) -> int:
 
 def hf_state_dict(config: BertConfig, params: dict[str, Any],
                   dtype: str = "float32") -> dict[str, np.ndarray]:
-  """Our params (either layer layout) -> {HF name: array} in table order."""
+  """Our params (either layer layout) -> {HF name: array} in table order.
+
+  Only the "bert" and "mlm_head" subtrees are exported; other towers of a
+  BALI model (the GNN) are not part of a BERT and are left out on purpose.
+  """
   if dtype not in EXPORT_DTYPES:
     raise ValueError(f"export dtype {dtype!r}; expected {list(EXPORT_DTYPES)}")
+  params = {k: v for k, v in params.items() if k in ("bert", "mlm_head")}
   bert = hf_mapping.unscan_layers(params["bert"], config.num_hidden_layers)
   flat = hf_mapping.flatten({**params, "bert": bert})
   rules = hf_mapping.rules(config, pooler="pooler" in bert,
@@ -143,6 +148,7 @@ def export_hf(config: BertConfig, params: dict[str, Any], out_dir: str,
   if os.path.exists(out_dir) and not overwrite:
     raise FileExistsError(f"{out_dir} exists; pass overwrite to replace it")
   state = hf_state_dict(config, params, dtype)
+  params = {k: v for k, v in params.items() if k in ("bert", "mlm_head")}
   has_head = "mlm_head" in params
   has_pooler = "pooler" in params["bert"]
   archs = ["BertForMaskedLM"] if has_head else ["BertModel"]

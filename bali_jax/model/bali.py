@@ -1,0 +1,150 @@
+"""The BALI model: one shared BERT, a graph tower, an MLM head, two losses.
+
+Forward pass (method spec 1.10), all fixed shapes, padding handled by masks:
+
+  1. BERT over the (MLM-corrupted, packed) sentence rows -> token states;
+     MLM head on the selected positions only -> L_MLM.
+  2. Mention pooling: e_v = mean of the states of all tokens linked to
+     concept v in its sentence (configurable layer, default last).
+  3. The SAME BERT over the packed concept-name rows -> node features
+     (masked mean per name, gradients flow into the BERT).
+  4. GATv2 over each example's star subgraphs -> g_v at the target nodes.
+  5. NT-Xent (or MS-loss) over concat(e, g) with labels concat(ids, ids)
+     on the global batch -> L_align. Total = L_MLM + weight * L_align
+     (weight 1, as the authors' code, which never applies its weight flag).
+
+Batch keys (B example rows; the record schema fixes the sizes):
+  input_ids, segment_ids (B, L)                  packed sentences
+  mlm_positions, mlm_labels, mlm_weights (B, K)  selected MLM slots
+  mention_token, mention_entity, mention_mask (B, P)  token -> entity links
+  entity_concept, entity_node, entity_mask (B, E)     entities: concept id,
+                                                      target node, validity
+  name_ids, name_segment_ids (B, R, Ln)          packed concept names; the
+                                                 segment id is node slot + 1
+  node_mask (B, N)                               node slots in use
+  edge_src, edge_dst, edge_mask (B, Em)          subgraph edges (star:
+                                                 neighbour -> target)
+  edge_relation (B, Em)                          only with typed relations
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jraph
+
+from bali_jax import losses
+from bali_jax.model.bert import BertModel, MlmHead
+from bali_jax.model.config import BertConfig
+from bali_jax.model.gat import GnnConfig, GraphEncoder
+from bali_jax.model.pooling import NAME_POOLING, mention_pool, name_pool
+
+ALIGN_LOSSES = ("infonce", "ms")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaliConfig:
+  bert: BertConfig
+  gnn: GnnConfig = GnnConfig()
+  sentence_pooling_layer: int = -1  # hidden_states index; -1 = last layer
+  name_pooling: str = "mean"  # "mean" | "mean1" | "cls"
+  name_pooling_layer: int = -1
+  align_loss: str = "infonce"  # "infonce" (NT-Xent) | "ms"
+  temperature: float = 0.07
+  ms_alpha: float = 2.0
+  ms_beta: float = 50.0
+  ms_base: float = 0.5
+  align_weight: float = 1.0
+  keep_pooler: bool = True  # keep the imported pooler for a clean export
+
+  def __post_init__(self):
+    if self.name_pooling not in NAME_POOLING:
+      raise ValueError(f"name_pooling {self.name_pooling!r}; "
+                       f"expected {NAME_POOLING}")
+    if self.align_loss not in ALIGN_LOSSES:
+      raise ValueError(f"align_loss {self.align_loss!r}; "
+                       f"expected {ALIGN_LOSSES}")
+    if self.temperature <= 0:
+      raise ValueError("temperature must be > 0")
+
+
+def _layer_states(out: dict, layer: int):
+  if layer == -1:
+    return out["last_hidden_state"]
+  return out["hidden_states"][layer]
+
+
+class BaliModel(nn.Module):
+  """Parameters: {"bert", "mlm_head", "gnn"}; only "bert" is exported as
+  the encoder (the MLM head exports as BertForMaskedLM's head)."""
+  config: BaliConfig
+
+  @nn.compact
+  def __call__(self, batch: dict, deterministic: bool = True) -> dict:
+    c = self.config
+    bc = c.bert
+    bert = BertModel(bc, add_pooler=c.keep_pooler, name="bert")
+
+    # ---- text tower: sentences
+    want = c.sentence_pooling_layer != -1
+    out = bert(batch["input_ids"], segment_ids=batch["segment_ids"],
+               deterministic=deterministic, output_hidden_states=want)
+    h = out["last_hidden_state"]  # (B, L, D)
+    sel = jnp.take_along_axis(h, batch["mlm_positions"][..., None], axis=1)
+    logits = MlmHead(bc, name="mlm_head")(sel)  # (B, K, V) f32
+    mlm_loss, mlm_acc, n_mlm = losses.mlm_loss(
+        logits, batch["mlm_labels"], batch["mlm_weights"])
+    num_ent = batch["entity_concept"].shape[1]
+    text = mention_pool(_layer_states(out, c.sentence_pooling_layer),
+                        batch["mention_token"], batch["mention_entity"],
+                        batch["mention_mask"], num_ent)  # (B, E, D)
+
+    # ---- graph tower: the same BERT over concept names, then the GNN
+    b, r, ln = batch["name_ids"].shape
+    nseg = batch["name_segment_ids"]
+    name_out = bert(batch["name_ids"].reshape(b * r, ln),
+                    segment_ids=nseg.reshape(b * r, ln),
+                    deterministic=deterministic,
+                    output_hidden_states=c.name_pooling_layer != -1)
+    name_h = _layer_states(name_out, c.name_pooling_layer)
+    num_nodes = batch["node_mask"].shape[1]
+    nodes = name_pool(name_h.reshape(b, r, ln, -1), nseg, num_nodes,
+                      c.name_pooling)  # (B, N, D)
+    graph = jraph.GraphsTuple(
+        nodes=nodes, edges=batch.get("edge_relation"),
+        senders=batch["edge_src"], receivers=batch["edge_dst"],
+        n_node=jnp.sum(batch["node_mask"], 1, keepdims=True),
+        n_edge=jnp.sum(batch["edge_mask"], 1, keepdims=True), globals=None)
+    g = GraphEncoder(c.gnn, bc.hidden_size, bc.layer_norm_eps,
+                     deterministic, name="gnn")(graph, batch["entity_node"],
+                                                batch["edge_mask"])
+
+    # ---- alignment on the global batch (GSPMD inserts the gathers)
+    d = text.shape[-1]
+    ids = batch["entity_concept"].reshape(-1)
+    emask = batch["entity_mask"].reshape(-1)
+    t_flat = text.reshape(-1, d)
+    g_flat = g.reshape(-1, d).astype(jnp.float32)
+    z = jnp.concatenate([t_flat, g_flat])  # (2M, D)
+    labels = jnp.concatenate([ids, ids])
+    zmask = jnp.concatenate([emask, emask])
+    if c.align_loss == "infonce":
+      align, n_pos = losses.nt_xent_loss(z, labels, zmask, c.temperature)
+    else:
+      align = losses.multi_similarity_loss(z, labels, zmask, c.ms_alpha,
+                                           c.ms_beta, c.ms_base)
+      n_pos = jnp.zeros((), jnp.int32)
+    total = mlm_loss + c.align_weight * align
+    return {
+        "loss": total, "mlm_loss": mlm_loss, "align_loss": align,
+        "mlm_accuracy": mlm_acc,
+        "align_accuracy": losses.retrieval_accuracy(t_flat, g_flat, ids,
+                                                    emask),
+        "num_mlm_tokens": n_mlm,
+        "num_entities": jnp.sum(emask),
+        "num_nodes": jnp.sum(batch["node_mask"]),
+        "num_positive_pairs": n_pos,
+    }
