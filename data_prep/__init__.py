@@ -1,0 +1,1 @@
+"""data_prep: knowledge graph + linked corpus -> packed BALI TFRecords."""

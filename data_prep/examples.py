@@ -1,0 +1,109 @@
+"""Example building (method spec 1.4, 1.8, 2.2).
+
+Two stages:
+1. `tokenize_document`: view-independent. Tokenize each sentence with the
+   target model's tokenizer (cut to `seq_len`), map mention character spans
+   to subtoken positions (a subtoken belongs to a mention when its character
+   span lies inside the mention's), and collect the unique concepts of the
+   sentence with their (token, entity) links. Sentences left with no link
+   are dropped, as the authors drop them.
+2. `sample_view`: per epoch view. For each concept a star subgraph of up to K
+   neighbours sampled without replacement, and one name sampled per node
+   (synonym sampling), from an RNG seeded by (seed, view, sentence number),
+   so every view is reproducible and independent of worker count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from data_prep.corpus import Sentence
+from data_prep.errors import BadRecords
+from data_prep.kg import KnowledgeGraph
+
+
+def tokenize_document(sentences: list[Sentence], tokenizer, kg: KnowledgeGraph,
+                      seq_len: int, bad: BadRecords) -> list[dict]:
+  """Tokenized, linked sentences as compact dicts (JSON-serialisable)."""
+  if not sentences:
+    return []
+  enc = tokenizer([s.text for s in sentences], truncation=True,
+                  max_length=seq_len, return_offsets_mapping=True)
+  out = []
+  for s, ids, offsets in zip(sentences, enc["input_ids"],
+                             enc["offset_mapping"]):
+    concepts: list[int] = []
+    links: dict[tuple[int, int], None] = {}
+    for m in s.mentions:
+      nodes = []
+      for cid in m.concepts:
+        node = kg.index.get(cid)
+        if node is None:
+          bad.report("concept-not-in-graph",
+                     f"{s.doc_id} sentence {s.index}",
+                     f"mention {s.text[m.start:m.end]!r} links to {cid}, "
+                     "which is not in the graph")
+          continue
+        nodes.append(node)
+      toks = [t for t, (a, b) in enumerate(offsets)
+              if b > a and a >= m.start and b <= m.end]
+      if not toks or not nodes:
+        continue  # cut off by truncation, or no known concept
+      for node in nodes:
+        if node not in concepts:
+          concepts.append(node)
+        e = concepts.index(node)
+        for t in toks:
+          links[(t, e)] = None
+    if links:
+      out.append({"doc": s.doc_id, "sent": s.index, "ids": list(ids),
+                  "concepts": concepts, "links": [list(l) for l in links]})
+  return out
+
+
+@dataclasses.dataclass
+class SentenceView:
+  """A sentence with its sampled subgraphs and names, ready to pack."""
+  ids: list[int]
+  links: list[tuple[int, int]]  # (token, entity)
+  concepts: list[int]  # entity -> concept node id
+  neighbors: list[list[tuple[int, int]]]  # entity -> [(concept, relation)]
+  names: list[list[list[int]]]  # entity -> [target name, neighbour names..]
+
+
+class NameTokens:
+  """Tokenized concept names, cut to `max_tokens` incl. [CLS]/[SEP]; cached
+  per (concept, name) so repeated samples are tokenized once."""
+
+  def __init__(self, tokenizer, kg: KnowledgeGraph, max_tokens: int):
+    self.tokenizer, self.kg, self.max_tokens = tokenizer, kg, max_tokens
+    self.cache: dict[tuple[int, int], list[int]] = {}
+
+  def get(self, concept: int, name_idx: int) -> list[int]:
+    key = (concept, name_idx)
+    if key not in self.cache:
+      self.cache[key] = self.tokenizer(
+          self.kg.names[concept][name_idx], truncation=True,
+          max_length=self.max_tokens)["input_ids"]
+    return self.cache[key]
+
+
+def sample_view(sent: dict, kg: KnowledgeGraph, names: NameTokens,
+                max_neighbors: int, seed: int, view: int,
+                serial: int) -> SentenceView:
+  """Samples neighbours and synonyms for one sentence in one view."""
+  rng = np.random.default_rng([seed, view, serial])
+  neighbors, name_ids = [], []
+  for c in sent["concepts"]:
+    nbrs = kg.neighbors(c)
+    k = min(max_neighbors, len(nbrs))
+    picked = ([nbrs[j] for j in rng.choice(len(nbrs), size=k, replace=False)]
+              if k else [])
+    neighbors.append(picked)
+    nodes = [c] + [n for n, _ in picked]
+    name_ids.append([names.get(n, int(rng.integers(len(kg.names[n]))))
+                     for n in nodes])
+  return SentenceView(sent["ids"], [tuple(l) for l in sent["links"]],
+                      sent["concepts"], neighbors, name_ids)

@@ -1,0 +1,131 @@
+"""Dictionary linker for raw text: longest match over all concept names.
+
+Matching is on lower-cased word tokens (`\\w+` or single punctuation), left
+to right, longest name first, non-overlapping. A name shared by several
+concepts links to all of them (a multi-concept mention, as multi-CUI BERN2
+mentions), up to `max_senses`; more ambiguous names are dropped.
+
+Acronyms (names in capitals of at most `acronym_chars` letters, "WAS" for
+Wiskott-Aldrich syndrome, "CAN") match case-sensitively: lower-cased they
+are English words ("was", "can") and would flood the corpus.
+
+Specificity filter: without one, generic names flood the corpus (HPO
+modifiers "Severe", "Acute", "Left"; MONDO's root "disease"; its "disease
+characteristic" branch, e.g. "common"). We drop (1) concepts marked not
+linkable by the graph readers (those subtrees, and genes, whose symbols are
+ambiguous words), (2) names shorter than `min_chars` or made of digits and
+punctuation only, (3) a stop-list of generic words. `LinkStats` reports
+what was linked so it can be spot-checked in the data card.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import re
+
+from data_prep.corpus import Mention
+from data_prep.kg import KnowledgeGraph
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+STOP_NAMES = frozenset("""
+disease diseases disorder disorders syndrome syndromes condition conditions
+abnormality abnormalities abnormal anomaly finding findings sign signs
+symptom symptoms phenotype phenotypes trait traits lesion lesions
+defect defects deficiency problem problems complication complications
+case cases control controls patient patients normal increased decreased
+high low large small left right bilateral unilateral severe mild moderate
+acute chronic common rare onset progressive episodic recurrent all other
+unknown type group stage grade age death cell cells tissue level levels
+change changes effect effects activity function response risk rate
+""".split())
+
+
+@dataclasses.dataclass
+class LinkStats:
+  texts: int = 0
+  texts_linked: int = 0
+  mentions: int = 0
+  per_concept: collections.Counter = dataclasses.field(
+      default_factory=collections.Counter)
+
+  def merge(self, o: "LinkStats") -> None:
+    self.texts += o.texts
+    self.texts_linked += o.texts_linked
+    self.mentions += o.mentions
+    self.per_concept.update(o.per_concept)
+
+  def to_dict(self, kg: KnowledgeGraph, top: int = 25) -> dict:
+    return {
+        "texts": self.texts, "texts_with_mention": self.texts_linked,
+        "fraction_linked": self.texts_linked / max(self.texts, 1),
+        "mentions": self.mentions,
+        "mentions_per_text": self.mentions / max(self.texts, 1),
+        "distinct_concepts": len(self.per_concept),
+        "most_linked": [
+            {"concept": kg.concept_ids[kg.index[c]] if c in kg.index else c,
+             "name": kg.names[kg.index[c]][0] if c in kg.index else "",
+             "mentions": n}
+            for c, n in self.per_concept.most_common(top)],
+    }
+
+
+class DictionaryLinker:
+  def __init__(self, kg: KnowledgeGraph, min_chars: int = 3,
+               max_senses: int = 3, stop_names=STOP_NAMES,
+               acronym_chars: int = 6):
+    self.stats = LinkStats()
+    index: dict[tuple[str, ...], list[str]] = collections.defaultdict(list)
+    for i, (cid, names) in enumerate(zip(kg.concept_ids, kg.names)):
+      if not kg.linkable[i]:
+        continue
+      # MONDO lists acronyms twice ("PIG" and "pig"): the lower-cased copy
+      # of an acronym is an English word, not a name.
+      acronyms = {n.lower() for n in names if n.isupper()}
+      for name in names:
+        if not name.isupper() and name in acronyms:
+          continue
+        acronym = name.isupper() and len(name.replace(" ", "")) <= \
+            acronym_chars
+        # case-sensitive keys are marked with a leading "\0" word
+        key = (("\0",) + tuple(_WORD.findall(name)) if acronym
+               else tuple(_WORD.findall(name.lower())))
+        text = " ".join(key).lower()
+        if (len(name) < min_chars or text in stop_names
+            or not any(ch.isalpha() for ch in name)):
+          continue
+        if cid not in index[key]:
+          index[key].append(cid)
+    self.names = {k: v for k, v in index.items() if len(v) <= max_senses}
+    self.max_words = max((len(k) for k in self.names), default=0)
+    self.first_words = {k[1] if k[0] == "\0" else k[0] for k in self.names}
+
+  def _match(self, words, i):
+    """Longest (n, concepts) starting at word i, or None."""
+    if (words[i][0].lower() not in self.first_words
+        and words[i][0] not in self.first_words):
+      return None
+    for n in range(min(self.max_words, len(words) - i), 0, -1):
+      raw = tuple(w for w, _, _ in words[i:i + n])
+      lower = tuple(w.lower() for w in raw)
+      found = self.names.get(lower) or self.names.get(("\0",) + raw)
+      if found:
+        return n, found
+    return None
+
+  def link(self, text: str) -> list[Mention]:
+    words = [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(text)]
+    out, i = [], 0
+    while i < len(words):
+      match = self._match(words, i)
+      if match:
+        n, concepts = match
+        out.append(Mention(words[i][1], words[i + n - 1][2], list(concepts)))
+        self.stats.per_concept.update(concepts)
+        i += n
+      else:
+        i += 1
+    self.stats.texts += 1
+    self.stats.mentions += len(out)
+    self.stats.texts_linked += bool(out)
+    return out

@@ -1,0 +1,176 @@
+"""Packing sentence views into fixed-shape rows (the record schema).
+
+Greedy and in order: a sentence joins the current row when its tokens,
+links, entities, nodes, edges and every concept name (first-fit over the
+row's name rows) all fit; otherwise the row is emitted and a new one starts.
+Rows never split a sentence or a subgraph. A sentence too big for an empty
+row keeps its first entities that fit (their subgraphs whole) and is counted.
+`PackStats` measures padding waste and the packed distribution.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import numpy as np
+
+from bali_jax.features import Budgets, empty_record
+from data_prep.examples import SentenceView
+
+
+@dataclasses.dataclass
+class PackStats:
+  rows: int = 0
+  sentences: int = 0
+  trimmed_sentences: int = 0
+  dropped_sentences: int = 0
+  tokens: int = 0
+  name_tokens: int = 0
+  links: int = 0
+  entities: int = 0
+  nodes: int = 0
+  edges: int = 0
+  sentences_per_row: collections.Counter = dataclasses.field(
+      default_factory=collections.Counter)
+
+  def to_dict(self, b: Budgets) -> dict:
+    r = max(self.rows, 1)
+    return {
+        "rows": self.rows, "sentences": self.sentences,
+        "trimmed_sentences": self.trimmed_sentences,
+        "dropped_sentences": self.dropped_sentences,
+        "pad_fraction_sentence_tokens": 1 - self.tokens / (r * b.seq_len),
+        "pad_fraction_name_tokens":
+            1 - self.name_tokens / (r * b.name_rows * b.name_len),
+        "unused_link_slots": 1 - self.links / (r * b.max_links),
+        "unused_entity_slots": 1 - self.entities / (r * b.max_entities),
+        "unused_node_slots": 1 - self.nodes / (r * b.max_nodes),
+        "unused_edge_slots": 1 - self.edges / (r * b.max_edges),
+        "mean_sentences_per_row": self.sentences / r,
+        "sentences_per_row": dict(sorted(self.sentences_per_row.items())),
+    }
+
+
+def _place_names(fill: list[int], names: list[list[int]], name_len: int):
+  """First-fit positions (row, col) for names; None if one does not fit."""
+  fill = list(fill)
+  out = []
+  for n in names:
+    for r, used in enumerate(fill):
+      if used + len(n) <= name_len:
+        out.append((r, used))
+        fill[r] += len(n)
+        break
+    else:
+      return None
+  return out
+
+
+class RowPacker:
+  def __init__(self, budgets: Budgets):
+    self.b = budgets
+    self.stats = PackStats()
+    self._reset()
+
+  def _reset(self):
+    self.rec = empty_record(self.b)
+    self.n_sent = self.tok = self.link = self.ent = self.node = self.edge = 0
+    self.name_fill = [0] * self.b.name_rows
+
+  def _needs(self, v: SentenceView):
+    names = [n for per in v.names for n in per]
+    return (len(v.ids), len(v.links), len(v.concepts),
+            len(v.concepts) + sum(len(n) for n in v.neighbors),
+            sum(len(n) for n in v.neighbors), names)
+
+  def _fits(self, v: SentenceView, empty: bool = False):
+    b = self.b
+    tok, link, ent, node, edge, names = self._needs(v)
+    base = (0, 0, 0, 0, 0) if empty else (self.tok, self.link, self.ent,
+                                          self.node, self.edge)
+    fill = [0] * b.name_rows if empty else self.name_fill
+    if (base[0] + tok > b.seq_len or base[1] + link > b.max_links
+        or base[2] + ent > b.max_entities or base[3] + node > b.max_nodes
+        or base[4] + edge > b.max_edges):
+      return None
+    return _place_names(fill, names, b.name_len)
+
+  def _trim(self, v: SentenceView) -> SentenceView | None:
+    for keep in range(len(v.concepts) - 1, 0, -1):
+      t = SentenceView(v.ids, [l for l in v.links if l[1] < keep],
+                       v.concepts[:keep], v.neighbors[:keep], v.names[:keep])
+      if self._fits(t, empty=True) is not None:
+        return t
+    return None
+
+  def add(self, v: SentenceView):
+    """Adds a sentence; yields the rows it completes (0 or 1)."""
+    if self._fits(v, empty=True) is None:
+      v = self._trim(v)
+      if v is None:
+        self.stats.dropped_sentences += 1
+        return
+      self.stats.trimmed_sentences += 1
+    places = self._fits(v)
+    if places is None:
+      yield self.flush()
+      places = self._fits(v)
+    self._write(v, places)
+
+  def _write(self, v: SentenceView, places):
+    r, s = self.rec, self.n_sent + 1
+    t0, e0 = self.tok, self.ent
+    r["input_ids"][t0:t0 + len(v.ids)] = v.ids
+    r["segment_ids"][t0:t0 + len(v.ids)] = s
+    for k, (t, e) in enumerate(v.links):
+      r["mention_token"][self.link + k] = t0 + t
+      r["mention_entity"][self.link + k] = e0 + e
+      r["mention_mask"][self.link + k] = 1
+    places = iter(places)
+    for j, (c, nbrs, names) in enumerate(zip(v.concepts, v.neighbors,
+                                             v.names)):
+      target = self.node
+      r["entity_concept"][e0 + j] = c
+      r["entity_node"][e0 + j] = target
+      r["entity_segment"][e0 + j] = s
+      r["entity_mask"][e0 + j] = 1
+      nodes = [(c, None)] + list(nbrs)
+      for (concept, rel), name in zip(nodes, names):
+        slot = self.node
+        r["node_concept"][slot] = concept
+        r["node_mask"][slot] = 1
+        row, col = next(places)
+        r["name_ids"][row, col:col + len(name)] = name
+        r["name_segment_ids"][row, col:col + len(name)] = slot + 1
+        self.name_fill[row] = max(self.name_fill[row], col + len(name))
+        if rel is not None:
+          r["edge_src"][self.edge] = slot
+          r["edge_dst"][self.edge] = target
+          r["edge_relation"][self.edge] = rel
+          r["edge_mask"][self.edge] = 1
+          self.edge += 1
+        self.node += 1
+        self.stats.name_tokens += len(name)
+    self.n_sent += 1
+    self.tok += len(v.ids)
+    self.link += len(v.links)
+    self.ent += len(v.concepts)
+
+  def flush(self) -> dict[str, np.ndarray] | None:
+    """Emits the current row (None when empty)."""
+    if self.n_sent == 0:
+      return None
+    rec = self.rec
+    rec["num_sentences"][...] = self.n_sent
+    st = self.stats
+    st.rows += 1
+    st.sentences += self.n_sent
+    st.sentences_per_row[self.n_sent] += 1
+    st.tokens += self.tok
+    st.links += self.link
+    st.entities += self.ent
+    st.nodes += self.node
+    st.edges += self.edge
+    self._reset()
+    return rec
