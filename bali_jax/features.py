@@ -144,8 +144,16 @@ def validate_record(rec: dict[str, np.ndarray], b: Budgets,
   if not nmask[rec["entity_node"][emask]].all():
     problems.append("an entity's target node is unused")
   em = rec["edge_mask"].astype(bool)
-  if not (nmask[rec["edge_src"][em]].all() and nmask[rec["edge_dst"][em]].all()):
+  src, dst = rec["edge_src"][em], rec["edge_dst"][em]
+  if not (nmask[src].all() and nmask[dst].all()):
     problems.append("an edge points at an unused node")
+  # nodes of a subgraph are contiguous: its target, then its neighbours
+  targets = np.sort(rec["entity_node"][emask])
+  owner = targets[np.searchsorted(targets, src, side="right") - 1] \
+      if len(targets) else src
+  if not np.isin(dst, targets).all() or (owner != dst).any() or (
+      src == dst).any():
+    problems.append("an edge leaves its own subgraph")
   for n in np.nonzero(nmask)[0]:
     if not (rec["name_segment_ids"] == n + 1).any():
       problems.append(f"node {n} has no name tokens")

@@ -49,7 +49,6 @@ class BuildOptions:
   validation_percent: int = 5
   test_percent: int = 5
   workers: int = 2
-  skip_bad: bool = False
   file_format: str = "tfrecord"
 
 
@@ -92,17 +91,19 @@ def _tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad):
   """Streams documents through the workers into per-split JSON lines."""
   files = {s: open(os.path.join(tmp, f"sentences_{s}.jsonl"), "w")
            for s in ("train", "validation", "test")}
-  counts = {s: {"documents": 0, "sentences": 0} for s in files}
+  counts = {s: {"documents": 0, "sentences": 0, "entities": 0,
+                "token_links": 0} for s in files}
+  concepts = {s: set() for s in files}
   link_stats = LinkStats()
   docs_seen = 0
-  args = (kg, tokenizer, linker, o.budgets.seq_len, o.skip_bad)
+  args = (kg, tokenizer, linker, o.budgets.seq_len, bad.skip)
+  pool = None
   try:
-    if o.workers > 1:
-      ctx = multiprocessing.get_context("fork")
-      pool = ctx.Pool(o.workers, initializer=_init_worker, initargs=args)
+    if o.workers > 1:  # fork: workers share the graph read-only
+      pool = multiprocessing.get_context("fork").Pool(
+          o.workers, initializer=_init_worker, initargs=args)
       results = pool.imap(_process, documents, chunksize=16)
     else:
-      pool = None
       _init_worker(*args)
       results = map(_process, documents)
     for doc_id, sents, doc_bad, stats in tqdm(results, desc="documents",
@@ -116,13 +117,18 @@ def _tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad):
       counts[split]["documents"] += 1
       counts[split]["sentences"] += len(sents)
       for s in sents:
+        counts[split]["entities"] += len(s["concepts"])
+        counts[split]["token_links"] += len(s["links"])
+        concepts[split].update(s["concepts"])
         files[split].write(json.dumps(s, separators=(",", ":")) + "\n")
-    if pool is not None:
-      pool.close()
-      pool.join()
   finally:
+    if pool is not None:
+      pool.terminate()
+      pool.join()
     for f in files.values():
       f.close()
+  for split, c in concepts.items():
+    counts[split]["distinct_concepts"] = len(c)
   return counts, link_stats, docs_seen
 
 

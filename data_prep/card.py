@@ -55,8 +55,11 @@ def to_markdown(c: dict) -> str:
             "edges.", "", "| relation | edges |", "|---|---|"]
   lines += _table(g["edges_by_relation"].items())
   lines += ["", "## Corpus", "", f"{corpus['documents_read']:,} documents "
-            "read.", "", "| split | documents | sentences |", "|---|---|---|"]
-  lines += _table((k, v["documents"], v["sentences"])
+            "read. Entities are the unique concepts of each sentence.", "",
+            "| split | documents | sentences | entities | token links | "
+            "distinct concepts |", "|---|---|---|---|---|---|"]
+  lines += _table((k, v["documents"], v["sentences"], v["entities"],
+                   v["token_links"], v["distinct_concepts"])
                   for k, v in corpus["splits"].items())
   if c.get("linker"):
     ln = c["linker"]

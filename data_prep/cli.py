@@ -26,7 +26,7 @@ def _options(args):
   return BuildOptions(budgets=budgets, views=args.views, seed=args.seed,
                       validation_percent=args.validation_percent,
                       test_percent=args.test_percent, workers=args.workers,
-                      skip_bad=args.on_bad_record == "skip")
+                      file_format=args.file_format)
 
 
 def _tokenizer(name):
@@ -96,6 +96,8 @@ def _common(p):
   p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
   p.add_argument("--on-bad-record", choices=("error", "skip"),
                  default="error")
+  p.add_argument("--file-format", choices=("tfrecord", "array_record"),
+                 default="tfrecord")
 
 
 def build_parser():

