@@ -1,6 +1,8 @@
 """Command line: `python -m bali_jax <command> [options]`.
 
 Commands (stable: users script them):
+  train      --config PRESET --workdir DIR [key=value ...]
+             pre-train (same DIR again = resume).
   export-hf  --source SRC --out OUT   export a BERT to a Hugging Face directory.
 
 SRC is an HF BERT directory (a round trip through our Flax model, verified
@@ -24,7 +26,42 @@ PROBE_SENTENCES = (
 
 
 def _is_hf_dir(path: str) -> bool:
-  return os.path.exists(os.path.join(path, "config.json"))
+  return os.path.exists(os.path.join(path, "config.json")) and not \
+      _is_run_dir(path)
+
+
+def _is_run_dir(path: str) -> bool:
+  return os.path.isdir(os.path.join(path, "checkpoints")) and \
+      os.path.exists(os.path.join(path, "config.json"))
+
+
+def _load_run(workdir: str):
+  """(BertConfig, params {"bert", "mlm_head"}, tokenizer, step) of the
+  latest checkpoint of a training run, restored on this host's CPU."""
+  import jax
+  import numpy as np
+  from bali_jax import configs
+  from bali_jax.checkpoint import Checkpointer
+  from bali_jax.model.bali import BaliModel
+  from bali_jax.tokenizer import load_tokenizer
+  from bali_jax.train import _abstract_state
+  from bali_jax.data import load_spec
+  from bali_jax.train_step import make_optimizer
+  cfg = configs.load_run_config(workdir)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  step = ckpt.latest_step()
+  if step is None:
+    raise ValueError(f"--source {workdir}: the run has no checkpoint yet")
+  spec = load_spec(cfg.data_dir)
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
+                           ("data", "fsdp", "tensor"))
+  abstract, _, _ = _abstract_state(cfg, spec, make_optimizer(cfg), mesh)
+  state, _ = ckpt.restore(step, abstract)  # one device; params kept only
+  params = jax.device_get(state.params)
+  ckpt.close()
+  del BaliModel
+  tok = load_tokenizer(os.path.join(cfg.data_dir, spec["tokenizer_dir"]))
+  return cfg.model.bert, params, tok, step
 
 
 def _encode_probe(tokenizer, max_len: int = 32):
@@ -50,11 +87,13 @@ def cmd_export_hf(args) -> int:
   src = open_data.resolve_model_dir(args.source)
   if not os.path.isdir(src):
     raise FileNotFoundError(f"--source {src}: no such directory")
+  if _is_run_dir(src):
+    return _export_run(args, src)
   if not _is_hf_dir(src):
     raise ValueError(
-        f"--source {src}: not a Hugging Face BERT directory (no config.json)."
-        " Exporting training checkpoints needs the `train` command, which "
-        "this version does not ship yet.")
+        f"--source {src}: neither a Hugging Face BERT directory (config.json "
+        "+ weights) nor a training run directory (config.json + "
+        "checkpoints/)")
   t0 = time.time()
   print(f"importing {src}")
   pre = hf_import.load_pretrained(src)
@@ -107,10 +146,88 @@ def cmd_export_hf(args) -> int:
   return 0
 
 
+def _init_distributed(args) -> None:
+  """jax.distributed before any computation: explicit flags for localhost
+  runs, auto-detection on TPU pods and under SLURM."""
+  import jax
+  if args.num_processes and args.num_processes > 1:
+    jax.distributed.initialize(args.coordinator,
+                               num_processes=args.num_processes,
+                               process_id=args.process_id)
+  elif any(k in os.environ for k in ("SLURM_NTASKS", "TPU_WORKER_HOSTNAMES",
+                                     "JAX_COORDINATOR_ADDRESS")):
+    if int(os.environ.get("SLURM_NTASKS", "2")) > 1:
+      jax.distributed.initialize()
+
+
+def cmd_train(args) -> int:
+  if args.num_cpu_devices:
+    import jax
+    jax.config.update("jax_num_cpu_devices", args.num_cpu_devices)
+  _init_distributed(args)
+  from bali_jax import configs
+  from bali_jax.train import train_and_evaluate
+  cfg = configs.apply_overrides(configs.get_config(args.config),
+                                args.overrides)
+  if not cfg.data_dir:
+    raise ValueError("data_dir= is required (a `python -m data_prep` "
+                     "output directory)")
+  last = train_and_evaluate(cfg, args.workdir)
+  print(json.dumps({"workdir": os.path.abspath(args.workdir), **last}))
+  return 0
+
+
+def _export_run(args, workdir: str) -> int:
+  """Exports the BERT (+ MLM head) of a run's latest checkpoint."""
+  import jax
+  import numpy as np
+  from bali_jax import hf_export, hf_import
+  bert_cfg, params, tok, step = _load_run(workdir)
+  print(f"restored step {step} of {workdir}")
+  report = hf_export.export_hf(bert_cfg, params, args.out, tok,
+                               dtype=args.dtype,
+                               max_shard_size=args.max_shard_size,
+                               overwrite=args.overwrite)
+  result = {"source": workdir, "step": step, "out": report.out_dir,
+            "files": report.weight_files,
+            "parameters": report.num_parameters}
+  if args.verify:
+    back = hf_import.load_pretrained(report.out_dir,
+                                     scan_layers=bert_cfg.scan_layers)
+    ids, mask = _encode_probe(tok)
+    h0 = _forward(bert_cfg, params, ids, mask)
+    h1 = _forward(back.config, back.params, ids, mask)
+    diff = float(np.max(np.abs(np.asarray(h0) - np.asarray(h1))))
+    result["probe_max_abs_diff"] = diff
+    print(f"verify: hidden-state max abs diff on the probe sentences "
+          f"{diff:.3g}")
+    if args.dtype == "float32" and diff > 1e-5:
+      print("error: the export does not reproduce the checkpoint",
+            file=sys.stderr)
+      return 1
+  del jax
+  print(f"wrote {report.out_dir}")
+  print(json.dumps(result))
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m bali_jax",
                               description=__doc__.split("\n\n")[0])
   sub = p.add_subparsers(dest="command", required=True)
+  t = sub.add_parser("train", help="pre-train with BALI (resumable)")
+  t.add_argument("--config", default="open_default",
+                 help="preset: tiny, open_default, pubmedbert_base, "
+                 "biolinkbert_large")
+  t.add_argument("--workdir", required=True, help="run directory")
+  t.add_argument("overrides", nargs="*", help="key=value config overrides")
+  t.add_argument("--coordinator", default="127.0.0.1:12355",
+                 help="host:port of process 0 (multi-process runs)")
+  t.add_argument("--num-processes", type=int, default=0)
+  t.add_argument("--process-id", type=int, default=0)
+  t.add_argument("--num-cpu-devices", type=int, default=0,
+                 help="fake CPU devices for this process (tests, laptops)")
+  t.set_defaults(func=cmd_train)
   e = sub.add_parser("export-hf", help="export a BERT to a Hugging Face dir")
   e.add_argument("--source", required=True,
                  help="HF BERT directory, or `starter` (open starter model)")

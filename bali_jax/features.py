@@ -33,6 +33,10 @@ import numpy as np
 class Budgets:
   """Fixed per-row sizes. Defaults suit 128-token rows of PubMed sentences.
 
+  Sized from the open default (2.8 sentences and ~4.8 entities per row on
+  average, with 3 neighbours per concept); a row closes when any budget is
+  full, so larger values only add padding.
+
   Attributes:
     seq_len: L, tokens per sentence row (a sentence is cut to this length).
     max_links: P, (token, entity) links per row.
@@ -46,11 +50,11 @@ class Budgets:
     max_neighbors: K, neighbours sampled per concept.
   """
   seq_len: int = 128
-  max_links: int = 64
-  max_entities: int = 16
-  max_nodes: int = 64
-  max_edges: int = 48
-  name_rows: int = 12
+  max_links: int = 48
+  max_entities: int = 12
+  max_nodes: int = 48
+  max_edges: int = 36
+  name_rows: int = 6
   name_len: int = 64
   max_name_tokens: int = 32
   max_neighbors: int = 3

@@ -6,8 +6,9 @@ concepts links to all of them (a multi-concept mention, as multi-CUI BERN2
 mentions), up to `max_senses`; more ambiguous names are dropped.
 
 Acronyms (names in capitals of at most `acronym_chars` letters, "WAS" for
-Wiskott-Aldrich syndrome, "CAN") match case-sensitively: lower-cased they
-are English words ("was", "can") and would flood the corpus.
+Wiskott-Aldrich syndrome, "CAN", and one-word names with two or more
+capitals, "chILD", "COVID-19") match case-sensitively: lower-cased many are
+English words ("was", "can", "child") and would flood the corpus.
 
 Specificity filter: without one, generic names flood the corpus (HPO
 modifiers "Severe", "Acute", "Left"; MONDO's root "disease"; its "disease
@@ -85,8 +86,9 @@ class DictionaryLinker:
       for name in names:
         if not name.isupper() and name in acronyms:
           continue
-        acronym = name.isupper() and len(name.replace(" ", "")) <= \
-            acronym_chars
+        acronym = (name.isupper() and len(name.replace(" ", "")) <=
+                   acronym_chars) or (" " not in name and sum(
+                       ch.isupper() for ch in name) >= 2)
         # case-sensitive keys are marked with a leading "\0" word
         key = (("\0",) + tuple(_WORD.findall(name)) if acronym
                else tuple(_WORD.findall(name.lower())))

@@ -1,0 +1,138 @@
+"""Input pipeline: TFRecords -> per-process batches -> global arrays.
+
+The train split is cut into S fixed *input shards* (contiguous row ranges,
+`data_shards`, default one per process). Global batch j of an epoch is the
+concatenation, in shard order, of batch j of every shard; each process reads
+only its own contiguous block of shards. So the global batches, and the
+losses, do not depend on how many processes read them (a 2-process run
+equals a 1-process run), and nobody reads another process's data.
+
+Epoch e reads the view `train_view{e % views}` (a new neighbour/synonym
+sample per epoch, as the authors resample per load) in an order shuffled
+from (seed, epoch, shard). The position is a pure function of the step, so
+a resumed run re-enters the same epoch at the same batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+MODEL_KEYS_DROPPED = ("example_id", "num_sentences", "node_concept")
+
+
+def load_spec(data_dir: str) -> dict:
+  path = os.path.join(data_dir, "bali_dataset.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"data_dir={data_dir}: no bali_dataset.json "
+                            "(build one with `python -m data_prep`)")
+  with open(path) as f:
+    return json.load(f)
+
+
+def _tf():
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")  # TF must not grab accelerators
+  return tf
+
+
+class InputPipeline:
+  def __init__(self, data_dir: str, spec: dict, cfg, process_index: int,
+               process_count: int, typed_relations: bool = False):
+    import tensorflow_datasets as tfds
+    self.cfg, self.spec = cfg, spec
+    self.shards = cfg.data_shards or process_count
+    if self.shards % process_count:
+      raise ValueError(f"data_shards={self.shards} is not a multiple of the "
+                       f"{process_count} processes")
+    if cfg.batch_size % self.shards:
+      raise ValueError(f"batch_size={cfg.batch_size} is not divisible by "
+                       f"data_shards={self.shards}")
+    per = self.shards // process_count
+    self.local = range(process_index * per, (process_index + 1) * per)
+    self.shard_batch = cfg.batch_size // self.shards
+    self.builder = tfds.builder_from_directory(
+        os.path.join(data_dir, spec["tfds_dir"]))
+    self.drop = MODEL_KEYS_DROPPED + (() if typed_relations
+                                      else ("edge_relation",))
+    for v in range(spec["views"]):
+      if self.steps_per_epoch(v) < 1:
+        raise ValueError(
+            f"train_view{v} has {spec['splits'][f'train_view{v}']} rows: too "
+            f"few for {self.shards} shards x {self.shard_batch} rows")
+
+  def steps_per_epoch(self, epoch: int) -> int:
+    n = self.spec["splits"][f"train_view{epoch % self.spec['views']}"]
+    return (n // self.shards) // self.shard_batch
+
+  def position(self, step: int) -> tuple[int, int]:
+    """(epoch, batch index in the epoch) of a global step."""
+    epoch = 0
+    while step >= self.steps_per_epoch(epoch):
+      step -= self.steps_per_epoch(epoch)
+      epoch += 1
+    return epoch, step
+
+  def _shard_ds(self, split: str, n_rows: int, shard: int, seed, skip: int,
+                take: int, shuffle: bool):
+    tf = _tf()
+    start = shard * n_rows // self.shards
+    end = (shard + 1) * n_rows // self.shards
+    ds = self.builder.as_dataset(split=f"{split}[{start}:{end}]",
+                                 shuffle_files=False)
+    if shuffle:
+      ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed,
+                      reshuffle_each_iteration=False)
+    ds = ds.batch(self.shard_batch, drop_remainder=True).take(take).skip(skip)
+    return ds.map(lambda r: {k: v for k, v in r.items()
+                             if k not in self.drop},
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+  def _zip_local(self, datasets):
+    tf = _tf()
+    ds = tf.data.Dataset.zip(tuple(datasets)).map(
+        lambda *parts: {k: tf.concat([p[k] for p in parts], 0)
+                        for k in parts[0]})
+    return ds.prefetch(2)
+
+  def train_batches(self, start_step: int):
+    """Yields (step, local batch) from `start_step` on, forever."""
+    import tensorflow_datasets as tfds
+    epoch, index = self.position(start_step)
+    step = start_step
+    while True:
+      view = f"train_view{epoch % self.spec['views']}"
+      n = self.spec["splits"][view]
+      steps = self.steps_per_epoch(epoch)
+      parts = [self._shard_ds(view, n, s,
+                              seed=(self.cfg.seed * 1_000_003 + epoch * 1009
+                                    + s) % (2 ** 31),
+                              skip=index, take=steps, shuffle=True)
+               for s in self.local]
+      for batch in tfds.as_numpy(self._zip_local(parts)):
+        yield step, batch
+        step += 1
+      epoch, index = epoch + 1, 0
+
+  def eval_batches(self, split: str = "validation"):
+    """The first `eval_batches` batches of a held-out split (fixed)."""
+    import tensorflow_datasets as tfds
+    n = self.spec["splits"].get(split, 0)
+    steps = min(self.cfg.eval_batches, (n // self.shards) // self.shard_batch)
+    if steps < 1:
+      return []
+    parts = [self._shard_ds(split, n, s, seed=0, skip=0, take=steps,
+                            shuffle=False) for s in self.local]
+    return list(tfds.as_numpy(self._zip_local(parts)))
+
+
+def example_batch(spec: dict, rows: int = 1,
+                  typed_relations: bool = False) -> dict[str, np.ndarray]:
+  """A zero batch with the record shapes (for init and shape checks)."""
+  from bali_jax.features import Budgets, feature_shapes
+  shapes = feature_shapes(Budgets(**spec["budgets"]))
+  drop = MODEL_KEYS_DROPPED + (() if typed_relations else ("edge_relation",))
+  return {k: np.zeros((rows,) + s, d) for k, (s, d) in shapes.items()
+          if k not in drop}

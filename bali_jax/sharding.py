@@ -1,0 +1,124 @@
+"""Mesh, the one logical-axis rules table, and derived shardings.
+
+Parameters carry logical axis names (see model/); this table maps them to
+mesh axes. Shardings are always derived from the names, never written per
+tensor. The LM and the graph tower share the mesh; example rows (sentences,
+name rows, subgraphs) are sharded over data x fsdp.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical name -> mesh axis (None: replicated). One table for everything.
+LOGICAL_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("vocab", "tensor"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("layers", None),
+    ("position", None),
+    ("token_type", None),
+    ("relation", None),
+)
+
+
+def mesh_shape(cfg, num_devices: int) -> tuple[int, int, int]:
+  sizes = [cfg.mesh_data, cfg.mesh_fsdp, cfg.mesh_tensor]
+  if sizes.count(-1) > 1:
+    raise ValueError("at most one mesh axis may be -1")
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if known < 1 or num_devices % known:
+    raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, sizes))} do not "
+                     f"divide the {num_devices} devices")
+  sizes = [num_devices // known if s == -1 else s for s in sizes]
+  if int(np.prod(sizes)) != num_devices:
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} uses "
+                     f"{int(np.prod(sizes))} devices, but there are "
+                     f"{num_devices}")
+  return tuple(sizes)
+
+
+def make_mesh(cfg, devices=None) -> Mesh:
+  """A (data, fsdp, tensor) mesh over all devices, process-major order, so
+  each process's devices hold a contiguous block of the batch."""
+  devices = np.asarray(devices if devices is not None else jax.devices())
+  shape = mesh_shape(cfg, devices.size)
+  return Mesh(devices.reshape(shape), MESH_AXES)
+
+
+def _fit(spec: P, shape, mesh: Mesh) -> P:
+  """Drops mesh axes that do not divide a dimension (replicate it)."""
+  out = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape)
+                                                       - len(spec))):
+    names = (axes,) if isinstance(axes, str) else (axes or ())
+    size = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+    out.append(axes if names and dim % size == 0 else None)
+  return P(*out)
+
+
+def logical_specs(boxed_tree):
+  """PartitionSpecs of logical names for a tree of LogicallyPartitioned."""
+  return nn.get_partition_spec(boxed_tree)
+
+
+def param_shardings(abstract_boxed, mesh: Mesh):
+  """NamedShardings derived from logical names through LOGICAL_RULES."""
+  specs = logical_specs(abstract_boxed)
+  mesh_specs = nn.logical_to_mesh(specs, LOGICAL_RULES)
+  shapes = jax.tree.map(lambda x: x.shape, nn.meta.unbox(abstract_boxed))
+  return jax.tree.map(
+      lambda s, shp: NamedSharding(mesh, _fit(s, shp, mesh)), mesh_specs,
+      shapes, is_leaf=lambda x: isinstance(x, P))
+
+
+def _key_names(path) -> tuple:
+  return tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", None)))
+               for k in path)
+
+
+def like_params(tree, params_abstract, param_sh, mesh: Mesh):
+  """Shardings for a tree holding param-shaped leaves (optimizer moments):
+  a leaf whose path ends with a parameter's path and has its shape gets
+  that parameter's sharding; everything else (counts) is replicated."""
+  by_path = {}
+  for (path, sh), (_, a) in zip(
+      jax.tree_util.tree_leaves_with_path(
+          param_sh, is_leaf=lambda x: isinstance(x, NamedSharding)),
+      jax.tree_util.tree_leaves_with_path(params_abstract)):
+    by_path[_key_names(path)] = (sh, a.shape)
+  lengths = sorted({len(p) for p in by_path}, reverse=True)
+
+  def pick(path, leaf):
+    names = _key_names(path)
+    for n in lengths:
+      hit = by_path.get(names[-n:]) if len(names) >= n else None
+      if hit and hit[1] == leaf.shape:
+        return hit[0]
+    return replicated(mesh)
+  return jax.tree_util.tree_map_with_path(pick, tree)
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  """Leading (row) axis over data x fsdp, the rest replicated."""
+  return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def spec_table(shardings) -> dict[str, str]:
+  """'path': 'PartitionSpec' for a golden file."""
+  flat = jax.tree_util.tree_leaves_with_path(
+      shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+  return {jax.tree_util.keystr(k): str(tuple(v.spec)) for k, v in flat}

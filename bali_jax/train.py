@@ -1,0 +1,274 @@
+"""The training loop: mesh, sharded state, data, checkpoints, metrics.
+
+`train_and_evaluate(cfg, workdir)` runs (or resumes: same workdir) a BALI
+pre-training run. Layout of the workdir:
+  config.json        the resolved config (also printed at start)
+  checkpoints/<step> Orbax checkpoints (state + data position)
+  metrics.jsonl      one JSON line per step (+ eval lines)
+  tensorboard/       TensorBoard events (process 0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+import bali_jax
+from bali_jax import configs, data, metrics as metrics_lib, sharding
+from bali_jax.checkpoint import Checkpointer
+from bali_jax.train_step import (TrainState, _corrupt, eval_step, init_state,
+                                 make_optimizer, train_step)
+
+
+class _Preemption:
+  """SIGTERM sets a flag; the loop saves and stops at a step boundary."""
+
+  def __init__(self):
+    self.requested = False
+    signal.signal(signal.SIGTERM, self._handler)
+
+  def _handler(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def agreed(self) -> bool:
+    """All processes stop at the same step (any one's signal counts)."""
+    if jax.process_count() == 1:
+      return self.requested
+    from jax.experimental import multihost_utils
+    flags = multihost_utils.process_allgather(np.int32(self.requested))
+    return bool(np.max(flags))
+
+
+def code_fingerprint() -> str:
+  h = hashlib.sha256()
+  root = os.path.dirname(bali_jax.__file__)
+  for dirpath, _, files in sorted(os.walk(root)):
+    for name in sorted(files):
+      if name.endswith(".py"):
+        with open(os.path.join(dirpath, name), "rb") as f:
+          h.update(name.encode() + f.read())
+  return h.hexdigest()
+
+
+def check_same_run(cfg) -> None:
+  """Every process runs the same code and config, or nobody starts."""
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils
+  digest = hashlib.sha256((cfg.to_json() + code_fingerprint()).encode())
+  mine = np.frombuffer(digest.digest()[:8], np.int64)
+  all_ = multihost_utils.process_allgather(mine)
+  if not (all_ == all_[0]).all():
+    raise RuntimeError("processes run different code or configs: "
+                       f"fingerprints {all_.ravel().tolist()}")
+
+
+def _abstract_state(cfg, spec, tx, mesh):
+  """Abstract state and its shardings, derived from the logical names."""
+  example = data.example_batch(spec, typed_relations=bool(
+      cfg.model.gnn.num_relations))
+  example = _corrupt(cfg, spec, example, jax.random.key(0))
+  boxed = jax.eval_shape(lambda r: init_state(cfg, r, example, tx),
+                         jax.random.key(0))
+  p_shard = sharding.param_shardings(boxed.params, mesh)
+  params = nn.meta.unbox(boxed.params)
+  opt_shard = sharding.like_params(jax.eval_shape(tx.init, params), params,
+                                   p_shard, mesh)
+  shardings = TrainState(step=sharding.replicated(mesh), params=p_shard,
+                         opt_state=opt_shard)
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      TrainState(step=boxed.step, params=params,
+                 opt_state=jax.eval_shape(tx.init, params)), shardings)
+  return abstract, shardings, example
+
+
+def create_state(cfg, spec, tx, mesh, rng):
+  abstract, shardings, example = _abstract_state(cfg, spec, tx, mesh)
+  init = jax.jit(lambda r: nn.meta.unbox(init_state(cfg, r, example, tx)),
+                 out_shardings=shardings)
+  state = init(rng)
+  if cfg.init_from:
+    state = _load_bert(cfg, state, tx, shardings)
+  return state, abstract, shardings
+
+
+def _load_bert(cfg, state, tx, shardings):
+  """BERT weights from an HF directory; heads and GNN stay fresh."""
+  from bali_jax.hf_import import load_pretrained
+  from bali_jax.open_data import resolve_model_dir
+  bc = cfg.model.bert
+  pre = load_pretrained(resolve_model_dir(cfg.init_from),
+                        scan_layers=bc.scan_layers)
+  if pre.config.replace(dtype=bc.dtype, remat_policy=bc.remat_policy,
+                        scan_layers=bc.scan_layers) != bc:
+    raise ValueError(f"init_from={cfg.init_from}: its config.json does not "
+                     f"match the model config ({pre.config} vs {bc})")
+  bert = pre.params["bert"]
+  if "pooler" not in bert and "pooler" in state.params["bert"]:
+    bert = {**bert, "pooler": jax.device_get(state.params["bert"]["pooler"])}
+  params = {**state.params, "bert": bert}
+  params = jax.device_put(params, shardings.params)
+  return TrainState(step=state.step, params=params,
+                    opt_state=jax.jit(tx.init, out_shardings=shardings.opt_state)(
+                        params))
+
+
+def _global(batch, mesh):
+  return {k: jax.make_array_from_process_local_data(
+      sharding.batch_sharding(mesh, v.ndim), v) for k, v in batch.items()}
+
+
+def _startup(cfg, mesh, state, compiled, flops, peak):
+  n = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))
+  mem = compiled.memory_analysis()
+  lines = [
+      f"bali_jax {bali_jax.__version__}, jax {jax.__version__}, "
+      f"backend {jax.default_backend()}, {jax.process_count()} process(es), "
+      f"{jax.device_count()} devices ({jax.devices()[0].device_kind})",
+      f"mesh {dict(mesh.shape)}",
+      f"parameters: bert {n(state.params['bert']):,}, gnn "
+      f"{n(state.params['gnn']):,}, mlm_head {n(state.params['mlm_head']):,}",
+      f"analytic training FLOPs per step {flops / 1e12:.4f} TFLOP; peak "
+      f"{peak:.4g} TFLOP/s per device",
+  ]
+  if mem is not None:
+    lines.append(
+        "compiled memory per device: arguments "
+        f"{mem.argument_size_in_bytes / 2**20:.1f} MiB, outputs "
+        f"{mem.output_size_in_bytes / 2**20:.1f} MiB, temp "
+        f"{mem.temp_size_in_bytes / 2**20:.1f} MiB")
+  for line in lines:
+    print(line)
+
+
+def train_and_evaluate(cfg, workdir: str) -> dict:
+  """Trains (or resumes) and returns the last step's metrics."""
+  spec = data.load_spec(cfg.data_dir)
+  configs.validate(cfg, jax.device_count(), spec)
+  check_same_run(cfg)
+  lead = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  if lead:
+    print("resolved config:\n" + cfg.to_json())
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(cfg.to_json())
+  mesh = sharding.make_mesh(cfg)
+  tx = make_optimizer(cfg)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
+                      cfg.keep_checkpoints)
+  state, abstract, shardings = create_state(cfg, spec, tx, mesh,
+                                            jax.random.key(cfg.seed))
+  start = ckpt.latest_step()
+  if start is not None:
+    state, meta = ckpt.restore(start, abstract)
+    print(f"resumed from step {start} (epoch, batch) = "
+          f"{tuple(meta['position'])}")
+  start = start or 0
+  pipe = data.InputPipeline(cfg.data_dir, spec, cfg, jax.process_index(),
+                            jax.process_count(),
+                            typed_relations=bool(cfg.model.gnn.num_relations))
+  local_rows = cfg.batch_size // jax.process_count()
+  example = _global(data.example_batch(
+      spec, local_rows, typed_relations=bool(cfg.model.gnn.num_relations)),
+                    mesh)
+  in_batch = jax.tree.map(lambda x: x.sharding, example)
+
+  def bali_train_step(s, b, r):  # named: compile logs say which function
+    return train_step(s, b, r, cfg=cfg, spec=spec, tx=tx)
+
+  def bali_eval_step(p, b, r):
+    return eval_step(p, b, r, cfg=cfg, spec=spec)
+
+  step_fn = jax.jit(
+      bali_train_step,
+      in_shardings=(shardings, in_batch, sharding.replicated(mesh)),
+      out_shardings=(shardings, sharding.replicated(mesh)),
+      donate_argnums=0)
+  eval_fn = jax.jit(bali_eval_step, in_shardings=(
+      shardings.params, in_batch, sharding.replicated(mesh)))
+  rng = jax.random.key(cfg.seed + 1)
+  compiled = step_fn.lower(state, example, rng).compile()
+  flops = metrics_lib.train_flops_per_step(cfg, spec)
+  peak = metrics_lib.peak_tflops_per_device(cfg)
+  if lead:
+    _startup(cfg, mesh, state, compiled, flops, peak)
+  writer = metrics_lib.MetricsWriter(workdir, lead)
+  preempt = _Preemption()
+  last = {}
+  position = lambda s: list(pipe.position(s))
+  bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step",
+             disable=not lead, file=sys.stderr)
+  batches = pipe.train_batches(start)
+  t_prev = time.time()
+  step = start
+  for step, local in batches:
+    if step >= cfg.steps:
+      break
+    state, m = step_fn(state, _global(local, mesh), rng)
+    m = {k: float(v) for k, v in jax.device_get(m).items()}
+    now = time.time()
+    dt, t_prev = now - t_prev, now
+    padded = cfg.batch_size * (spec["budgets"]["seq_len"] + spec["budgets"][
+        "name_rows"] * spec["budgets"]["name_len"])
+    m.update(step_time=dt, tokens_per_s=padded / dt,
+             real_tokens_per_s=m["real_tokens"] / dt,
+             tflops_per_device=flops / dt / jax.device_count() / 1e12)
+    if peak:
+      m["mfu"] = m["tflops_per_device"] / peak
+    last = m
+    done = step + 1
+    if lead and (done % cfg.log_every == 0 or done == cfg.steps):
+      writer.write(done, m)
+      bar.write(f"step {done}: loss {m['loss']:.4f} mlm {m['mlm_loss']:.4f} "
+                f"align {m['align_loss']:.4f} lr {m['lr_lm']:.2e} grad_norm "
+                f"{m['grad_norm']:.3f} {dt:.2f}s/step "
+                f"{m['tokens_per_s']:.0f} tok/s ({m['real_tokens_per_s']:.0f}"
+                f" real) " + (f"MFU {m['mfu']:.1%}" if peak else ""))
+    bar.update(1)
+    if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+      _evaluate(eval_fn, state, pipe, mesh, writer, done)
+    stop = preempt.agreed()
+    if done % cfg.save_every == 0 or stop or done == cfg.steps:
+      ckpt.save(done, state, {"position": position(done), "step": done},
+                force=stop or done == cfg.steps)
+    if stop:
+      print(f"SIGTERM: saved step {done}, stopping", flush=True)
+      break
+  bar.close()
+  if not preempt.requested and step >= cfg.steps - 1:
+    _evaluate(eval_fn, state, pipe, mesh, writer, cfg.steps)
+  ckpt.close()
+  writer.close()
+  if lead:
+    print(f"run directory: {os.path.abspath(workdir)}")
+  return last
+
+
+def _evaluate(eval_fn, state, pipe, mesh, writer, step):
+  batches = pipe.eval_batches()
+  if not batches:
+    return
+  rng = jax.random.key(0)
+  acc = {}
+  for b in batches:
+    m = jax.device_get(eval_fn(state.params, _global(b, mesh), rng))
+    for k, v in m.items():
+      acc[k] = acc.get(k, 0.0) + float(v) / len(batches)
+  keep = ("loss", "mlm_loss", "align_loss", "mlm_accuracy", "align_accuracy")
+  out = {k: acc[k] for k in keep}
+  writer.write(step, out, prefix="eval_")
+  if jax.process_index() == 0:
+    print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}"
+                                               for k, v in out.items()))

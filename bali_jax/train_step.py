@@ -1,0 +1,138 @@
+"""Train state, optimiser and the pure step functions.
+
+`train_step(state, batch, rng) -> (state, metrics)` is pure; the caller jits
+it with in/out shardings and donates the state. The dropout/masking RNG is
+folded from (seed, step) so a resumed run draws exactly the same numbers.
+
+Optimiser as the authors (spec 3.1): AdamW, weight decay 0.01 on every
+trained parameter, two learning rates via optax.multi_transform (BERT 2e-5,
+everything else 1e-4), linear warm-up for min(0.1 x total, 10k) steps then
+cosine to 0. The pooler is frozen: PyTorch's AdamW skips parameters whose
+gradient is None (the pooler is never used), so it must not decay either.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from bali_jax import masking
+from bali_jax.model.bali import BaliModel
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def schedule(peak: float, cfg) -> optax.Schedule:
+  warmup = min(int(cfg.warmup_ratio * cfg.steps), cfg.max_warmup_steps)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=peak, warmup_steps=warmup,
+      decay_steps=max(cfg.steps, warmup + 1), end_value=0.0)
+
+
+def _labels(params):
+  def label(path, _):
+    keys = [getattr(k, "key", None) for k in path]
+    if keys[:2] == ["bert", "pooler"]:
+      return "frozen"
+    return "lm" if keys[0] == "bert" else "other"
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def make_optimizer(cfg) -> optax.GradientTransformation:
+  def adamw(lr):
+    return optax.adamw(schedule(lr, cfg), b1=0.9, b2=0.999, eps=1e-8,
+                       weight_decay=cfg.weight_decay)
+  tx = optax.multi_transform(
+      {"lm": adamw(cfg.lr_lm), "other": adamw(cfg.lr_other),
+       "frozen": optax.set_to_zero()}, _labels)
+  if cfg.grad_clip_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
+  return tx
+
+
+def init_state(cfg, rng, batch_example, tx) -> TrainState:
+  """Fresh state; params keep their LogicallyPartitioned boxes (the caller
+  derives shardings from them and unboxes)."""
+  model = BaliModel(cfg.model)
+  params = model.init(rng, batch_example)["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(nn.meta.unbox(params)))
+
+
+def _corrupt(cfg, spec, batch, rng):
+  seq_len = batch["input_ids"].shape[1]
+  k = cfg.mlm_max_predictions or -(-seq_len // 5)
+  return masking.corrupt(
+      batch, rng, mask_id=spec["mask_token_id"],
+      special_ids=spec["special_token_ids"], vocab_size=spec["vocab_size"],
+      mlm_probability=cfg.mlm_probability, max_predictions=k,
+      mention_masking_prob=cfg.mention_masking_prob,
+      name_masking_prob=cfg.concept_name_masking_prob)
+
+
+def train_step(state: TrainState, batch: dict, rng: jax.Array, *, cfg,
+               spec, tx) -> tuple[TrainState, dict]:
+  """One optimiser update (optionally over several micro-batches)."""
+  model = BaliModel(cfg.model)
+  rng = jax.random.fold_in(rng, state.step)
+  n_micro = cfg.grad_accum_steps
+
+  def loss_fn(params, micro, r):
+    r_mask, r_drop = jax.random.split(r)
+    mb = _corrupt(cfg, spec, micro, r_mask)
+    m = model.apply({"params": params}, mb, deterministic=False,
+                    rngs={"dropout": r_drop})
+    return m["loss"], m
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if n_micro == 1:
+    (_, metrics), grads = grad_fn(state.params, batch, rng)
+  else:
+    micro = jax.tree.map(
+        lambda x: x.reshape((n_micro, -1) + x.shape[1:]), batch)
+
+    def body(acc, xs):
+      mb, i = xs
+      (_, m), g = grad_fn(state.params, mb, jax.random.fold_in(rng, i))
+      return jax.tree.map(jnp.add, acc, (g, m)), None
+
+    (_, m_shape), g_shape = jax.eval_shape(
+        grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), rng)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                         (g_shape, m_shape))
+    (grads, metrics), _ = jax.lax.scan(body, zeros,
+                                       (micro, jnp.arange(n_micro)))
+    grads = jax.tree.map(lambda g: g / n_micro, grads)
+    metrics = jax.tree.map(lambda m: m / n_micro, metrics)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  real = (jnp.sum(batch["segment_ids"] > 0)
+          + jnp.sum(batch["name_segment_ids"] > 0))
+  metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+                 real_tokens=real,
+                 lr_lm=schedule(cfg.lr_lm, cfg)(state.step),
+                 lr_other=schedule(cfg.lr_other, cfg)(state.step))
+  return TrainState(step=state.step + 1, params=params,
+                    opt_state=opt_state), metrics
+
+
+def eval_step(params, batch: dict, rng: jax.Array, *, cfg, spec) -> dict:
+  """Losses on held-out rows (masking from a fixed RNG, no dropout)."""
+  model = BaliModel(cfg.model)
+  return model.apply({"params": params}, _corrupt(cfg, spec, batch, rng),
+                     deterministic=True)
+
+
+def bind(fn, **kw):
+  return functools.partial(fn, **kw)
