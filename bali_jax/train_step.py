@@ -119,7 +119,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, cfg,
   params = optax.apply_updates(state.params, updates)
   real = (jnp.sum(batch["segment_ids"] > 0)
           + jnp.sum(batch["name_segment_ids"] > 0))
-  metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+  metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
                  real_tokens=real,
                  lr_lm=schedule(cfg.lr_lm, cfg)(state.step),
                  lr_other=schedule(cfg.lr_other, cfg)(state.step))

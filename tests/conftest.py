@@ -27,3 +27,30 @@ def starter_dir():
 @pytest.fixture
 def rng():
   return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+  """Records built by data_prep from generated documents (tiny budgets):
+  the input of the training tests."""
+  from tests.data_fixtures import synthetic_documents, write_ontologies
+  from bali_jax.features import tiny_budgets
+  from bali_jax.open_data import starter_model_dir
+  from bali_jax.tokenizer import load_tokenizer
+  from data_prep import sources
+  from data_prep.build import BuildOptions, build_dataset
+  from data_prep.errors import BadRecords
+  from data_prep.linker import DictionaryLinker
+  d = tmp_path_factory.mktemp("tiny_dataset")
+  p = write_ontologies(str(d / "kg"))
+  kg = sources.open_default_graph(
+      BadRecords(), mondo=p["mondo"],
+      hpo={"hp.obo": p["obo"], "phenotype.hpoa": p["hpoa"]})
+  out = str(d / "records")
+  build_dataset(synthetic_documents(240), kg,
+                load_tokenizer(starter_model_dir()), out,
+                BuildOptions(budgets=tiny_budgets(), views=2, seed=3,
+                             validation_percent=10, test_percent=5,
+                             workers=1),
+                BadRecords(), linker=DictionaryLinker(kg))
+  return out

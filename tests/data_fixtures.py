@@ -174,3 +174,24 @@ def write_umls(d) -> dict[str, str]:
             "301\t0\t6\tAnemia\tDisease\tMESH:D000740\n"
             "301\t14\t26\tSplenomegaly\tDisease\tMESH:D013163\n\n")
   return p
+
+
+def synthetic_documents(n: int, seed: int = 0):
+  """Plain-text abstracts mentioning the fixture concepts (to be linked)."""
+  import random
+  from data_prep.corpus import Document
+  rng = random.Random(seed)
+  names = ["anemia", "splenomegaly", "iron deficiency anemia",
+           "hereditary hemochromatosis", "an enlarged spleen",
+           "bronze diabetes", "anaemia", "sideropenic anemia"]
+  templates = ["Patients with {} often develop {}.",
+               "We describe {} in a child, without {}.",
+               "The link between {} and {} remains unclear.",
+               "{} was treated; {} resolved after therapy."]
+  for i in range(n):
+    sents = []
+    for _ in range(rng.randint(2, 4)):
+      a, b = rng.sample(names, 2)
+      s = rng.choice(templates).format(a, b)
+      sents.append(s[0].upper() + s[1:])
+    yield Document(f"PMID:{1000 + i}", " ".join(sents))

@@ -1,0 +1,203 @@
+"""Training: sharded steps on a 2x4 mesh, golden specs, one compilation,
+kill-and-resume, restore on another mesh, two processes == one."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from bali_jax import configs, data, sharding
+from bali_jax.checkpoint import Checkpointer
+from bali_jax.train import _abstract_state, _global, create_state
+from bali_jax.train import train_and_evaluate
+from bali_jax.train_step import make_optimizer, train_step
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden",
+                      "param_specs_tiny_2x4.json")
+
+
+def _cfg(data_dir, **kw):
+  cfg = configs.get_config("tiny").replace(data_dir=data_dir)
+  return configs.apply_overrides(cfg, [f"{k}={v}" for k, v in kw.items()])
+
+
+def test_two_steps_on_2x4_mesh_with_golden_specs(tiny_dataset):
+  cfg = _cfg(tiny_dataset, mesh_data=2, mesh_fsdp=4)
+  spec = data.load_spec(tiny_dataset)
+  mesh = sharding.make_mesh(cfg)
+  assert dict(mesh.shape) == {"data": 2, "fsdp": 4, "tensor": 1}
+  tx = make_optimizer(cfg)
+  state, abstract, shardings = create_state(cfg, spec, tx, mesh,
+                                            jax.random.key(0))
+  # every parameter is sharded as its logical names say (golden file)
+  table = sharding.spec_table(shardings.params)
+  if os.environ.get("UPDATE_GOLDEN"):
+    os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
+    with open(GOLDEN, "w") as f:
+      json.dump(table, f, indent=1, sort_keys=True)
+  with open(GOLDEN) as f:
+    assert table == json.load(f)
+  k = state.params["bert"]["encoder"]["layer_0"]["query"]["kernel"]
+  assert k.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
+  before = jax.device_get(state.params)
+  pipe = data.InputPipeline(tiny_dataset, spec, cfg, 0, 1)
+  step = jax.jit(lambda s, b, r: train_step(s, b, r, cfg=cfg, spec=spec,
+                                            tx=tx), donate_argnums=0)
+  losses = []
+  for i, batch in pipe.train_batches(0):
+    if i == 2:
+      break
+    state, m = step(state, _global(batch, mesh), jax.random.key(1))
+    losses.append(float(m["loss"]))
+    assert np.isfinite([float(v) for v in m.values()]).all()
+  assert int(state.step) == 2
+  after = jax.device_get(state.params)
+  moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, after)
+  assert all(jax.tree.leaves(moved["gnn"]))
+  assert all(jax.tree.leaves(moved["mlm_head"]))
+  assert moved["bert"]["encoder"]["layer_1"]["output"]["kernel"]
+  assert not any(jax.tree.leaves(moved["bert"]["pooler"]))  # frozen
+
+
+def test_one_compilation_per_run(tiny_dataset, tmp_path):
+  cfg = _cfg(tiny_dataset, steps=5, save_every=100, eval_batches=1)
+  records = []
+
+  class Grab(logging.Handler):
+    def emit(self, record):
+      records.append(record.getMessage())
+
+  handler = Grab()
+  logging.getLogger("jax").addHandler(handler)
+  jax.config.update("jax_log_compiles", True)
+  try:
+    last = train_and_evaluate(cfg, str(tmp_path / "run"))
+  finally:
+    jax.config.update("jax_log_compiles", False)
+    logging.getLogger("jax").removeHandler(handler)
+  compiles = [r for r in records
+              if "Finished XLA compilation of jit(bali_train_step)" in r]
+  assert len(compiles) == 1, compiles
+  lines = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
+  steps = [l["step"] for l in lines if "loss" in l]
+  assert steps == [1, 2, 3, 4, 5]
+  for key in ("loss", "mlm_loss", "align_loss", "lr_lm", "grad_norm",
+              "step_time", "tokens_per_s", "real_tokens_per_s", "mfu"):
+    assert key in lines[0], key
+  assert any("eval_loss" in l for l in lines)
+  assert np.isfinite(last["loss"])
+  saved = json.load(open(tmp_path / "run" / "config.json"))
+  assert configs.from_dict(saved) == cfg
+
+
+def _train_cli(workdir, data_dir, *overrides, env=None, devices=8,
+               extra=()):
+  env = {**os.environ, **(env or {})}
+  env.pop("XLA_FLAGS", None)
+  cmd = [sys.executable, "-m", "bali_jax", "train", "--config", "tiny",
+         "--workdir", str(workdir), "--num-cpu-devices", str(devices),
+         *extra, f"data_dir={data_dir}", *overrides]
+  return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _losses(workdir):
+  out = {}
+  for line in open(os.path.join(workdir, "metrics.jsonl")):
+    row = json.loads(line)
+    if "loss" in row:
+      out[row["step"]] = (row["loss"], row["mlm_loss"], row["align_loss"])
+  return out
+
+
+def test_kill_and_resume_is_exact_and_restores_on_another_mesh(
+    tiny_dataset, tmp_path):
+  common = ("steps=8", "save_every=100", "mesh_data=2", "mesh_fsdp=4")
+  full = _train_cli(tmp_path / "full", tiny_dataset, *common)
+  out, _ = full.communicate(timeout=600)
+  assert full.returncode == 0, out[-3000:]
+  # interrupted run: SIGTERM once step 3 is logged, then resume
+  part = tmp_path / "part"
+  proc = _train_cli(part, tiny_dataset, *common, "log_every=1")
+  deadline = time.time() + 600
+  while time.time() < deadline:
+    m = part / "metrics.jsonl"
+    if m.exists() and len(_losses(part)) >= 3:
+      proc.send_signal(signal.SIGTERM)
+      break
+    if proc.poll() is not None:
+      break
+    time.sleep(0.05)
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out[-3000:]
+  stopped = max(_losses(part))
+  assert "SIGTERM: saved step" in out and stopped < 8, out[-2000:]
+  again = _train_cli(part, tiny_dataset, *common)
+  out2, _ = again.communicate(timeout=600)
+  assert again.returncode == 0, out2[-3000:]
+  assert f"resumed from step {stopped}" in out2
+  assert _losses(part) == _losses(tmp_path / "full")  # exact, step by step
+
+  # the final checkpoint restores onto other mesh shapes, bit for bit
+  cfg = configs.load_run_config(str(tmp_path / "full"))
+  spec = data.load_spec(tiny_dataset)
+  tx = make_optimizer(cfg)
+  ckpt = Checkpointer(str(tmp_path / "full" / "checkpoints"))
+  restored = []
+  for shape in ((2, 4, 1), (8, 1, 1), (1, 1, 1)):
+    devs = np.asarray(jax.devices()[:int(np.prod(shape))]).reshape(shape)
+    mesh = jax.sharding.Mesh(devs, sharding.MESH_AXES)
+    abstract, _, _ = _abstract_state(cfg, spec, tx, mesh)
+    state, meta = ckpt.restore(8, abstract)
+    assert meta["step"] == 8
+    k = state.params["bert"]["encoder"]["layer_0"]["query"]["kernel"]
+    assert k.sharding.mesh.shape == dict(zip(sharding.MESH_AXES, shape))
+    restored.append(jax.device_get(state))
+  ckpt.close()
+  for other in restored[1:]:
+    jax.tree.map(np.testing.assert_array_equal, restored[0], other)
+
+
+def test_two_processes_match_one(tiny_dataset, tmp_path):
+  common = ("steps=3", "save_every=100", "data_shards=2", "eval_batches=1")
+  single = _train_cli(tmp_path / "one", tiny_dataset, *common, devices=4)
+  out, _ = single.communicate(timeout=600)
+  assert single.returncode == 0, out[-3000:]
+  port = 20000 + os.getpid() % 20000
+  procs = [_train_cli(tmp_path / "two", tiny_dataset, *common, devices=2,
+                      extra=("--num-processes", "2", "--process-id", str(i),
+                             "--coordinator", f"127.0.0.1:{port}"))
+           for i in range(2)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, o in zip(procs, outs):
+    assert p.returncode == 0, o[-3000:]
+  assert "2 process(es), 4 devices" in outs[0]
+  one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+  assert sorted(one) == sorted(two) == [1, 2, 3]
+  for s in one:
+    np.testing.assert_allclose(one[s], two[s], rtol=1e-5)
+
+
+def test_config_errors_fail_before_compiling(tiny_dataset):
+  spec = data.load_spec(tiny_dataset)
+  cfg = _cfg(tiny_dataset)
+  with pytest.raises(ValueError, match="batch_size=6 must be divisible"):
+    configs.validate(cfg.replace(batch_size=6), 8, spec)
+  with pytest.raises(ValueError, match="do not divide the 8 devices"):
+    configs.validate(cfg.replace(mesh_fsdp=3), 8, spec)
+  with pytest.raises(ValueError, match="30522-token vocabulary"):
+    configs.validate(configs.apply_overrides(cfg, ["bert.vocab_size=1000"]),
+                     8, spec)
+  with pytest.raises(ValueError, match="unknown config key"):
+    configs.apply_overrides(cfg, ["stepz=3"])
+  c = configs.apply_overrides(cfg, ["steps=7", "gnn.heads=4",
+                                    "bert.dtype=bfloat16", "lr_lm=3e-5"])
+  assert (c.steps, c.model.gnn.heads, c.model.bert.dtype, c.lr_lm) == (
+      7, 4, "bfloat16", 3e-5)
