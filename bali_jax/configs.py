@@ -85,8 +85,8 @@ def get_config(name: str) -> TrainConfig:
                                 num_hidden_layers=6, num_attention_heads=12,
                                 intermediate_size=1536), num_layers=5,
                      hidden=384, heads=2),
-        init_from="starter", steps=60, batch_size=16, save_every=30,
-        eval_batches=8)
+        init_from="starter", steps=20, batch_size=8, save_every=10,
+        eval_batches=4)
   if name == "pubmedbert_base":
     return TrainConfig(model=_model(BertConfig(vocab_size=30522), hidden=768),
                        steps=65_000, batch_size=256, save_every=1000,

