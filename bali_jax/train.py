@@ -11,7 +11,6 @@ pre-training run. Layout of the workdir:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import sys
@@ -19,7 +18,6 @@ import time
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -252,7 +250,10 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   ckpt.close()
   writer.close()
   if lead:
-    print(f"run directory: {os.path.abspath(workdir)}")
+    from bali_jax.plots import plot_metrics
+    png = plot_metrics(workdir)
+    print(f"run directory: {os.path.abspath(workdir)}"
+          + (f" (curves: {png})" if png else ""))
   return last
 
 

@@ -11,7 +11,6 @@ Common options: --tokenizer (HF dir or `starter`), --views, --seed,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 

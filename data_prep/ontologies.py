@@ -163,17 +163,12 @@ def _disease(kg, by_name, db_id, name):
   return kg.add_concept(db_id, [name]), False
 
 
-def read_hpoa(path: str, kg: KnowledgeGraph, bad: BadRecords) -> dict:
-  """phenotype.hpoa: disease -> phenotype/inheritance/onset edges.
-
-  Diseases join MONDO by exact (case-insensitive) label/synonym match;
-  unmatched ones become concepts of their own (OMIM:/ORPHA:/DECIPHER:).
-  Rows qualified NOT are skipped. Returns join statistics.
-  """
-  by_name = _name_index(kg, "MONDO:")
-  header, joined, own = None, set(), set()
+def _tsv_rows(path: str, bad: BadRecords):
+  """Rows of a tab-separated file with a header line, as dicts; '#' lines
+  before the header are comments."""
+  header = None
   for lineno, line in read_lines(path, bad):
-    if line.startswith("#") or not line.strip():
+    if not line.strip() or (header is None and line.startswith("#")):
       continue
     cols = line.split("\t")
     if header is None:
@@ -183,7 +178,19 @@ def read_hpoa(path: str, kg: KnowledgeGraph, bad: BadRecords) -> dict:
       bad.report("wrong-column-count", f"{path}:{lineno}",
                  f"{len(cols)} columns, expected {len(header)}")
       continue
-    row = dict(zip(header, cols))
+    yield dict(zip(header, cols))
+
+
+def read_hpoa(path: str, kg: KnowledgeGraph, bad: BadRecords) -> dict:
+  """phenotype.hpoa: disease -> phenotype/inheritance/onset edges.
+
+  Diseases join MONDO by exact (case-insensitive) label/synonym match;
+  unmatched ones become concepts of their own (OMIM:/ORPHA:/DECIPHER:).
+  Rows qualified NOT are skipped. Returns join statistics.
+  """
+  by_name = _name_index(kg, "MONDO:")
+  joined, own = set(), set()
+  for row in _tsv_rows(path, bad):
     rel = _ASPECTS.get(row["aspect"])
     if rel is None or row["qualifier"] == "NOT":
       continue
@@ -205,17 +212,8 @@ def read_genes_to_phenotype(path: str, kg: KnowledgeGraph,
   Gene symbols are short and ambiguous in text ("CAT", "MAX"), so genes are
   graph nodes only: never linked by the dictionary linker.
   """
-  header, genes = None, set()
-  for lineno, line in read_lines(path, bad):
-    cols = line.split("\t")
-    if header is None:
-      header = cols
-      continue
-    if len(cols) != len(header):
-      bad.report("wrong-column-count", f"{path}:{lineno}",
-                 f"{len(cols)} columns, expected {len(header)}")
-      continue
-    row = dict(zip(header, cols))
+  genes = set()
+  for row in _tsv_rows(path, bad):
     if row["hpo_id"] not in kg.index:
       continue
     g = kg.add_concept(f"NCBIGene:{row['ncbi_gene_id']}", [row["gene_symbol"]],

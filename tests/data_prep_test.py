@@ -5,7 +5,6 @@ import glob
 import json
 import os
 
-import numpy as np
 import pytest
 
 from bali_jax.features import feature_shapes, tiny_budgets, validate_record
@@ -270,3 +269,24 @@ def test_open_default_cli_small_slice(tmp_path):
       [sys.executable, "-m", "data_prep", "open-default", "--out", str(out),
        "--max-documents", "5"], capture_output=True, text=True, timeout=600)
   assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_pubtator_reader_maps_ids_through_mrconso(tmp_path):
+  p = fx.write_umls(str(tmp_path))
+  bad = BadRecords()
+  kg, docs, n = sources.umls_graph_and_corpus(
+      p["mrconso"], p["mrrel"], p["pubtator"], "pubtator", bad, None)
+  docs = list(docs)
+  assert [d.doc_id for d in docs] == ["PMID:301"]
+  d = docs[0]
+  assert d.text == "Anemia study. Splenomegaly and anemia."
+  assert [(d.text[m.start:m.end], m.concepts) for m in d.mentions] == [
+      ("Anemia", ["C0000001"]), ("Splenomegaly", ["C0000003"])]
+  assert n == 2
+  with open(p["pubtator"], "a") as f:
+    f.write("302|t|Short.\n302\t0\t99\tx\tDisease\tMESH:D000740\n")
+  with pytest.raises(BadInputError, match="corpus.pubtator:7: mention "
+                     "offsets 0-99 outside the text of PMID:302"):
+    list(sources.umls_graph_and_corpus(
+        p["mrconso"], p["mrrel"], p["pubtator"], "pubtator", BadRecords(),
+        None)[1])

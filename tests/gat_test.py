@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from bali_jax.model.gat import GATv2Layer, GnnConfig, GraphEncoder, SAGELayer
+from bali_jax.model.gat import GATv2Layer, GnnConfig, GraphEncoder
 
 
 def _leaky(x, slope=0.2):

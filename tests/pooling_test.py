@@ -9,7 +9,7 @@ from bali_jax.model.pooling import mention_pool, name_pool
 
 def test_mention_pool_matches_numpy():
   rng = np.random.default_rng(0)
-  b, length, d, p, e = 2, 12, 5, 8, 4
+  b, length, d, e = 2, 12, 5, 4
   h = rng.standard_normal((b, length, d)).astype(np.float32)
   # row 0: entity 0 <- tokens 1,2 (one mention) and 6 (second mention);
   # token 2 also links to entity 1 (overlapping / multi-concept);

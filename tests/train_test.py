@@ -93,6 +93,7 @@ def test_one_compilation_per_run(tiny_dataset, tmp_path):
     assert key in lines[0], key
   assert any("eval_loss" in l for l in lines)
   assert np.isfinite(last["loss"])
+  assert (tmp_path / "run" / "metrics.png").stat().st_size > 10_000
   saved = json.load(open(tmp_path / "run" / "config.json"))
   assert configs.from_dict(saved) == cfg
 
@@ -217,3 +218,22 @@ def test_launch_script_modes_dry_run():
   assert "data_dir=/d" in slurm.stdout and "export-hf" in slurm.stdout
   assert run("--mode", "tpu-pod", "--dry-run").returncode == 2
   assert run("--bogus").returncode == 2
+
+
+def test_gradient_accumulation_and_bfloat16_step(tiny_dataset):
+  """Accumulating 2 micro-batches runs the same jitted update; bf16 compute
+  keeps float32 master params."""
+  spec = data.load_spec(tiny_dataset)
+  for overrides in (dict(grad_accum_steps=2), {"bert.dtype": "bfloat16"}):
+    cfg = _cfg(tiny_dataset, **overrides)
+    mesh = sharding.make_mesh(cfg)
+    tx = make_optimizer(cfg)
+    state, _, _ = create_state(cfg, spec, tx, mesh, jax.random.key(0))
+    pipe = data.InputPipeline(tiny_dataset, spec, cfg, 0, 1)
+    _, batch = next(pipe.train_batches(0))
+    state, m = jax.jit(lambda s, b, r: train_step(
+        s, b, r, cfg=cfg, spec=spec, tx=tx))(state, _global(batch, mesh),
+                                             jax.random.key(1))
+    assert int(state.step) == 1 and np.isfinite(float(m["loss"]))
+    assert state.params["bert"]["encoder"]["layer_0"]["query"][
+        "kernel"].dtype == np.float32

@@ -1,0 +1,46 @@
+"""Training curves as a PNG beside metrics.jsonl (people look, not read)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def plot_metrics(workdir: str) -> str | None:
+  """Writes DIR/metrics.png (losses, accuracies, throughput); returns it."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  train, evals = {}, {}
+  with open(path) as f:
+    for line in f:
+      row = json.loads(line)
+      (evals if "eval_loss" in row else train)[row["step"]] = row
+  if not train:
+    return None
+  steps = sorted(train)
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  for key, style in (("loss", "-"), ("mlm_loss", "--"), ("align_loss", ":")):
+    axes[0].plot(steps, [train[s][key] for s in steps], style, label=key)
+  for s in sorted(evals):
+    axes[0].plot([s], [evals[s]["eval_loss"]], "ko")
+  axes[0].set(title="losses (dots: validation loss)", xlabel="step")
+  axes[0].legend()
+  for key in ("mlm_accuracy", "align_accuracy"):
+    axes[1].plot(steps, [train[s][key] for s in steps], label=key)
+  axes[1].set(title="in-batch accuracies", xlabel="step", ylim=(0, 1))
+  axes[1].legend()
+  axes[2].plot(steps, [train[s]["real_tokens_per_s"] for s in steps],
+               label="real tokens/s")
+  axes[2].plot(steps, [train[s]["tokens_per_s"] for s in steps],
+               label="padded tokens/s")
+  axes[2].set(title="throughput", xlabel="step")
+  axes[2].legend()
+  fig.tight_layout()
+  out = os.path.join(workdir, "metrics.png")
+  fig.savefig(out, dpi=90)
+  plt.close(fig)
+  return out
