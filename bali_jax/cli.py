@@ -45,14 +45,14 @@ def _load_run(workdir: str):
   from bali_jax.model.bali import BaliModel
   from bali_jax.tokenizer import load_tokenizer
   from bali_jax.train import _abstract_state
-  from bali_jax.data import load_spec
   from bali_jax.train_step import make_optimizer
   cfg = configs.load_run_config(workdir)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   step = ckpt.latest_step()
   if step is None:
     raise ValueError(f"--source {workdir}: the run has no checkpoint yet")
-  spec = load_spec(cfg.data_dir)
+  with open(os.path.join(workdir, "dataset_spec.json")) as f:
+    spec = json.load(f)
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
                            ("data", "fsdp", "tensor"))
   abstract, _, _ = _abstract_state(cfg, spec, make_optimizer(cfg), mesh)
@@ -60,7 +60,7 @@ def _load_run(workdir: str):
   params = jax.device_get(state.params)
   ckpt.close()
   del BaliModel
-  tok = load_tokenizer(os.path.join(cfg.data_dir, spec["tokenizer_dir"]))
+  tok = load_tokenizer(os.path.join(workdir, "tokenizer"))
   return cfg.model.bert, params, tok, step
 
 

@@ -11,6 +11,7 @@ pre-training run. Layout of the workdir:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sys
@@ -98,17 +99,27 @@ def create_state(cfg, spec, tx, mesh, rng):
                  out_shardings=shardings)
   state = init(rng)
   if cfg.init_from:
-    state = _load_bert(cfg, state, tx, shardings)
+    state = _load_bert(cfg, spec, state, tx, shardings)
   return state, abstract, shardings
 
 
-def _load_bert(cfg, state, tx, shardings):
+def data_tokenizer(cfg, spec):
+  from bali_jax.tokenizer import load_tokenizer
+  return load_tokenizer(os.path.join(cfg.data_dir, spec["tokenizer_dir"]))
+
+
+def _load_bert(cfg, spec, state, tx, shardings):
   """BERT weights from an HF directory; heads and GNN stay fresh."""
   from bali_jax.hf_import import load_pretrained
   from bali_jax.open_data import resolve_model_dir
   bc = cfg.model.bert
   pre = load_pretrained(resolve_model_dir(cfg.init_from),
                         scan_layers=bc.scan_layers)
+  if pre.tokenizer.get_vocab() != data_tokenizer(cfg, spec).get_vocab():
+    raise ValueError(f"init_from={cfg.init_from}: its tokenizer differs from "
+                     f"the one {cfg.data_dir} was built with; rebuild the "
+                     "data with `python -m data_prep ... --tokenizer "
+                     f"{cfg.init_from}`")
   if pre.config.replace(dtype=bc.dtype, remat_policy=bc.remat_policy,
                         scan_layers=bc.scan_layers) != bc:
     raise ValueError(f"init_from={cfg.init_from}: its config.json does not "
@@ -162,6 +173,13 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     print("resolved config:\n" + cfg.to_json())
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(cfg.to_json())
+    # the run carries its tokenizer and record spec: an export never needs
+    # the data directory
+    with open(os.path.join(workdir, "dataset_spec.json"), "w") as f:
+      json.dump(spec, f, indent=2)
+    from bali_jax.tokenizer import save_tokenizer
+    save_tokenizer(data_tokenizer(cfg, spec), os.path.join(workdir,
+                                                           "tokenizer"))
   mesh = sharding.make_mesh(cfg)
   tx = make_optimizer(cfg)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),

@@ -120,7 +120,7 @@ def _losses(workdir):
 
 def test_kill_and_resume_is_exact_and_restores_on_another_mesh(
     tiny_dataset, tmp_path):
-  common = ("steps=8", "save_every=100", "mesh_data=2", "mesh_fsdp=4")
+  common = ("steps=10", "save_every=100", "mesh_data=2", "mesh_fsdp=4")
   full = _train_cli(tmp_path / "full", tiny_dataset, *common)
   out, _ = full.communicate(timeout=600)
   assert full.returncode == 0, out[-3000:]
@@ -139,7 +139,7 @@ def test_kill_and_resume_is_exact_and_restores_on_another_mesh(
   out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, out[-3000:]
   stopped = max(_losses(part))
-  assert "SIGTERM: saved step" in out and stopped < 8, out[-2000:]
+  assert "SIGTERM: saved step" in out and stopped < 10, out[-2000:]
   again = _train_cli(part, tiny_dataset, *common)
   out2, _ = again.communicate(timeout=600)
   assert again.returncode == 0, out2[-3000:]
@@ -156,14 +156,28 @@ def test_kill_and_resume_is_exact_and_restores_on_another_mesh(
     devs = np.asarray(jax.devices()[:int(np.prod(shape))]).reshape(shape)
     mesh = jax.sharding.Mesh(devs, sharding.MESH_AXES)
     abstract, _, _ = _abstract_state(cfg, spec, tx, mesh)
-    state, meta = ckpt.restore(8, abstract)
-    assert meta["step"] == 8
+    state, meta = ckpt.restore(10, abstract)
+    assert meta["step"] == 10
     k = state.params["bert"]["encoder"]["layer_0"]["query"]["kernel"]
     assert k.sharding.mesh.shape == dict(zip(sharding.MESH_AXES, shape))
     restored.append(jax.device_get(state))
   ckpt.close()
   for other in restored[1:]:
     jax.tree.map(np.testing.assert_array_equal, restored[0], other)
+
+  # the run exports to a directory transformers loads, weights included
+  from bali_jax.cli import main
+  import transformers
+  hf = tmp_path / "full" / "hf"
+  assert main(["export-hf", "--source", str(tmp_path / "full"), "--out",
+               str(hf)]) == 0
+  model, info = transformers.AutoModelForMaskedLM.from_pretrained(
+      hf, output_loading_info=True)
+  assert not info["missing_keys"] and not info["mismatched_keys"]
+  w = model.bert.encoder.layer[0].intermediate.dense.weight.detach().numpy()
+  np.testing.assert_array_equal(
+      w, restored[0].params["bert"]["encoder"]["layer_0"]["intermediate"][
+          "kernel"].T)
 
 
 def test_two_processes_match_one(tiny_dataset, tmp_path):
@@ -237,3 +251,30 @@ def test_gradient_accumulation_and_bfloat16_step(tiny_dataset):
     assert int(state.step) == 1 and np.isfinite(float(m["loss"]))
     assert state.params["bert"]["encoder"]["layer_0"]["query"][
         "kernel"].dtype == np.float32
+
+
+def test_init_from_checks_tokenizer_and_loads_bert(tiny_dataset, tmp_path):
+  from bali_jax import hf_export
+  from bali_jax.model.bert import init_params
+  from bali_jax.tokenizer import load_tokenizer
+  from tests.export_hf_test import _tokenizer
+  cfg = _cfg(tiny_dataset)
+  spec = data.load_spec(tiny_dataset)
+  bert = init_params(cfg.model.bert, jax.random.key(5), mlm_head=False)
+  other = tmp_path / "other_vocab"
+  hf_export.export_hf(cfg.model.bert, bert, str(other),
+                      _tokenizer(tmp_path, 30522), progress=False)
+  mesh = sharding.make_mesh(cfg)
+  tx = make_optimizer(cfg)
+  with pytest.raises(ValueError, match="its tokenizer differs"):
+    create_state(cfg.replace(init_from=str(other)), spec, tx, mesh,
+                 jax.random.key(0))
+  same = tmp_path / "same_vocab"
+  hf_export.export_hf(cfg.model.bert, bert, str(same),
+                      load_tokenizer(os.path.join(tiny_dataset, "tokenizer")),
+                      progress=False)
+  state, _, _ = create_state(cfg.replace(init_from=str(same)), spec, tx,
+                             mesh, jax.random.key(0))
+  got = jax.device_get(state.params["bert"])
+  jax.tree.map(np.testing.assert_array_equal, got,
+               jax.device_get(bert["bert"]))
