@@ -55,12 +55,17 @@ def pubmed_files() -> list[str]:
                        "PubMed abstracts")
 
 
-def mondo_file() -> str:
-  """The newest MONDO release shipped by cellxgene-ontology-guide."""
+def cellxgene_ontology_file(name: str) -> str:
+  """The newest release of an ontology (MONDO, UBERON, CL, ...) shipped by
+  cellxgene-ontology-guide (file names sort by release date)."""
   return _package_file(
       "cellxgene-ontology-guide",
-      lambda f: "/MONDO-ontology-v" in f and f.endswith(".json.zst"),
-      "MONDO")[-1]
+      lambda f: f"/{name}-ontology-v" in f and f.endswith(".json.zst"),
+      name)[-1]
+
+
+def mondo_file() -> str:
+  return cellxgene_ontology_file("MONDO")
 
 
 def hpo_files() -> dict[str, str]:

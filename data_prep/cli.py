@@ -51,7 +51,7 @@ def cmd_open_default(args) -> int:
     raise FileExistsError(f"--out {args.out} exists; choose a new directory")
   bad = BadRecords(skip=args.on_bad_record == "skip")
   print("reading MONDO + HPO ...")
-  kg = sources.open_default_graph(bad)
+  kg = sources.open_default_graph(bad, extra_ontologies=args.with_ontology)
   files = open_data.pubmed_files()
   kg.sources += sources.pubmed_sources(files)
   print(f"graph: {len(kg):,} concepts, {kg.num_edges():,} edges")
@@ -105,6 +105,9 @@ def build_parser():
   sub = p.add_subparsers(dest="command", required=True)
   o = sub.add_parser("open-default", help="MONDO + HPO + PubMed (from PyPI)")
   _common(o)
+  o.add_argument("--with-ontology", action="append", default=[],
+                 choices=("UBERON", "CL"),
+                 help="also add this cellxgene ontology (repeatable)")
   o.set_defaults(func=cmd_open_default)
   u = sub.add_parser("umls", help="UMLS RRF + an annotated corpus")
   u.add_argument("--mrconso", required=True)

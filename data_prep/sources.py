@@ -19,12 +19,17 @@ HPO_CREDIT = ("This dataset uses the Human Phenotype Ontology (HPO). "
 
 def open_default_graph(bad: BadRecords, genes: bool = True,
                        mondo: str | None = None,
-                       hpo: dict | None = None) -> KnowledgeGraph:
+                       hpo: dict | None = None,
+                       extra_ontologies=()) -> KnowledgeGraph:
   """MONDO + HPO (+ HPO disease and gene annotations) as one graph.
 
   Files default to the installed open-data packages; `mondo` (a
   `*.json.zst`) and `hpo` ({"hp.obo", "phenotype.hpoa",
-  "genes_to_phenotype.txt"} -> path) override them.
+  "genes_to_phenotype.txt"} -> path) override them. `extra_ontologies`
+  adds cellxgene ontologies by name ("UBERON" anatomy, "CL" cell types):
+  their terms are linkable and their hierarchy joins the graph (MONDO
+  already refers to UBERON and CL terms only by name, so they form their
+  own components unless a corpus sentence mentions both).
   """
   kg = KnowledgeGraph()
   mondo = mondo or open_data.mondo_file()
@@ -34,6 +39,12 @@ def open_default_graph(bad: BadRecords, genes: bool = True,
   mondo_version = os.path.basename(mondo).split("-v", 1)[-1].split(".")[0]
   kg.sources.append(Source("MONDO (cellxgene-ontology-guide 1.11.1)",
                            mondo_version, "CC BY 4.0", mondo))
+  for name in extra_ontologies:
+    path = open_data.cellxgene_ontology_file(name)
+    ontologies.read_cellxgene_json(path, kg, bad, prefix=f"{name}:")
+    kg.sources.append(Source(f"{name} (cellxgene-ontology-guide 1.11.1)",
+                             os.path.basename(path).split("-v", 1)[-1]
+                             .split(".json")[0], "CC BY 4.0", path))
   hpo = hpo or open_data.hpo_files()
   version = ontologies.read_obo(
       hpo["hp.obo"], kg, bad,

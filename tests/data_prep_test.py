@@ -249,13 +249,15 @@ def test_open_default_cli_small_slice(tmp_path):
   run = subprocess.run(
       [sys.executable, "-m", "data_prep", "open-default", "--out", str(out),
        "--max-documents", "150", "--budgets", "tiny", "--workers", "2",
-       "--validation-percent", "10", "--test-percent", "10"],
+       "--validation-percent", "10", "--test-percent", "10",
+       "--with-ontology", "CL"],
       capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
   assert "# Data card: BALI records" in run.stdout
   assert "Credit: the HPO Consortium" in run.stdout
   card = json.load(open(out / "data_card.json"))
   assert card["graph"]["concepts"] > 40000
+  assert any(s["name"].startswith("CL ") for s in card["sources"])
   assert card["corpus"]["documents_read"] == 150
   assert card["linker"]["mentions"] > 0
   spec = json.load(open(out / "bali_dataset.json"))
