@@ -41,8 +41,8 @@ def _load_run(workdir: str):
   import jax
   import numpy as np
   from bali_jax import configs
+  from bali_jax import sharding
   from bali_jax.checkpoint import Checkpointer
-  from bali_jax.model.bali import BaliModel
   from bali_jax.tokenizer import load_tokenizer
   from bali_jax.train import _abstract_state
   from bali_jax.train_step import make_optimizer
@@ -54,12 +54,11 @@ def _load_run(workdir: str):
   with open(os.path.join(workdir, "dataset_spec.json")) as f:
     spec = json.load(f)
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
-                           ("data", "fsdp", "tensor"))
+                           sharding.MESH_AXES)
   abstract, _, _ = _abstract_state(cfg, spec, make_optimizer(cfg), mesh)
   state, _ = ckpt.restore(step, abstract)  # one device; params kept only
   params = jax.device_get(state.params)
   ckpt.close()
-  del BaliModel
   tok = load_tokenizer(os.path.join(workdir, "tokenizer"))
   return cfg.model.bert, params, tok, step
 
@@ -76,6 +75,15 @@ def _forward(config, params, ids, mask):
   model = BertModel(config, add_pooler="pooler" in params["bert"])
   out = jax.jit(model.apply)({"params": params["bert"]}, ids, mask)
   return out["last_hidden_state"]
+
+
+def _probe_diff(tokenizer, cfg_a, params_a, cfg_b, params_b) -> float:
+  """Max abs difference of two models' hidden states on the probe set."""
+  import numpy as np
+  ids, mask = _encode_probe(tokenizer)
+  h0 = _forward(cfg_a, params_a, ids, mask)
+  h1 = _forward(cfg_b, params_b, ids, mask)
+  return float(np.max(np.abs(np.asarray(h0) - np.asarray(h1))))
 
 
 def cmd_export_hf(args) -> int:
@@ -126,11 +134,10 @@ def cmd_export_hf(args) -> int:
     same = jax.tree.map(lambda a, b: bool(np.array_equal(cast(a), b)),
                         pre.params, back.params)
     identical = all(jax.tree.leaves(same))
-    ids, mask = _encode_probe(pre.tokenizer)
+    ids, _ = _encode_probe(pre.tokenizer)
     ids_back, _ = _encode_probe(back.tokenizer)
-    h0 = _forward(pre.config, pre.params, ids, mask)
-    h1 = _forward(back.config, back.params, ids, mask)
-    diff = float(np.max(np.abs(np.asarray(h0) - np.asarray(h1))))
+    diff = _probe_diff(pre.tokenizer, pre.config, pre.params, back.config,
+                       back.params)
     result.update(params_identical=identical,
                   tokenizer_identical=bool((ids == ids_back).all()),
                   probe_max_abs_diff=diff)
@@ -179,8 +186,6 @@ def cmd_train(args) -> int:
 
 def _export_run(args, workdir: str) -> int:
   """Exports the BERT (+ MLM head) of a run's latest checkpoint."""
-  import jax
-  import numpy as np
   from bali_jax import hf_export, hf_import
   bert_cfg, params, tok, step = _load_run(workdir)
   print(f"restored step {step} of {workdir}")
@@ -194,10 +199,7 @@ def _export_run(args, workdir: str) -> int:
   if args.verify:
     back = hf_import.load_pretrained(report.out_dir,
                                      scan_layers=bert_cfg.scan_layers)
-    ids, mask = _encode_probe(tok)
-    h0 = _forward(bert_cfg, params, ids, mask)
-    h1 = _forward(back.config, back.params, ids, mask)
-    diff = float(np.max(np.abs(np.asarray(h0) - np.asarray(h1))))
+    diff = _probe_diff(tok, bert_cfg, params, back.config, back.params)
     result["probe_max_abs_diff"] = diff
     print(f"verify: hidden-state max abs diff on the probe sentences "
           f"{diff:.3g}")
@@ -205,7 +207,6 @@ def _export_run(args, workdir: str) -> int:
       print("error: the export does not reproduce the checkpoint",
             file=sys.stderr)
       return 1
-  del jax
   print(f"wrote {report.out_dir}")
   print(json.dumps(result))
   return 0

@@ -148,9 +148,8 @@ def export_hf(config: BertConfig, params: dict[str, Any], out_dir: str,
   if os.path.exists(out_dir) and not overwrite:
     raise FileExistsError(f"{out_dir} exists; pass overwrite to replace it")
   state = hf_state_dict(config, params, dtype)
-  params = {k: v for k, v in params.items() if k in ("bert", "mlm_head")}
-  has_head = "mlm_head" in params
-  has_pooler = "pooler" in params["bert"]
+  has_head = "cls.predictions.bias" in state
+  has_pooler = "bert.pooler.dense.weight" in state
   archs = ["BertForMaskedLM"] if has_head else ["BertModel"]
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)

@@ -226,6 +226,8 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   position = lambda s: list(pipe.position(s))
   bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step",
              disable=not lead, file=sys.stderr)
+  b = spec["budgets"]
+  padded = cfg.batch_size * (b["seq_len"] + b["name_rows"] * b["name_len"])
   batches = pipe.train_batches(start)
   t_prev = time.time()
   step = start
@@ -236,8 +238,6 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     m = {k: float(v) for k, v in jax.device_get(m).items()}
     now = time.time()
     dt, t_prev = now - t_prev, now
-    padded = cfg.batch_size * (spec["budgets"]["seq_len"] + spec["budgets"][
-        "name_rows"] * spec["budgets"]["name_len"])
     m.update(step_time=dt, tokens_per_s=padded / dt,
              real_tokens_per_s=m["real_tokens"] / dt,
              tflops_per_device=flops / dt / jax.device_count() / 1e12)

@@ -13,7 +13,6 @@ gradient is None (the pooler is never used), so it must not decay either.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax
@@ -132,7 +131,3 @@ def eval_step(params, batch: dict, rng: jax.Array, *, cfg, spec) -> dict:
   model = BaliModel(cfg.model)
   return model.apply({"params": params}, _corrupt(cfg, spec, batch, rng),
                      deterministic=True)
-
-
-def bind(fn, **kw):
-  return functools.partial(fn, **kw)
