@@ -41,11 +41,11 @@ def _load_run(workdir: str):
   import jax
   import numpy as np
   from bali_jax import configs
-  from bali_jax import sharding
-  from bali_jax.checkpoint import Checkpointer
+  from bali_jax.train import sharding
+  from bali_jax.train.checkpoint import Checkpointer
   from bali_jax.tokenizer import load_tokenizer
-  from bali_jax.train import _abstract_state
-  from bali_jax.train_step import make_optimizer
+  from bali_jax.train.loop import _abstract_state
+  from bali_jax.train.step import make_optimizer
   cfg = configs.load_run_config(workdir)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   step = ckpt.latest_step()
@@ -173,7 +173,7 @@ def cmd_train(args) -> int:
     jax.config.update("jax_num_cpu_devices", args.num_cpu_devices)
   _init_distributed(args)
   from bali_jax import configs
-  from bali_jax.train import train_and_evaluate
+  from bali_jax.train.loop import train_and_evaluate
   cfg = configs.apply_overrides(configs.get_config(args.config),
                                 args.overrides)
   if not cfg.data_dir:

@@ -149,7 +149,7 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
 
 def validate(cfg: TrainConfig, num_devices: int, spec: dict | None) -> None:
   """Checks that fail before compiling, with the fix in the message."""
-  from bali_jax.sharding import mesh_shape
+  from bali_jax.train.sharding import mesh_shape
   data, fsdp, tensor = mesh_shape(cfg, num_devices)
   if cfg.batch_size % (data * fsdp * cfg.grad_accum_steps):
     raise ValueError(

@@ -6,7 +6,7 @@ import functools
 import jax
 import numpy as np
 
-from bali_jax.masking import corrupt
+from bali_jax.train.masking import corrupt
 from tests.bali_batch import synthetic_batch
 
 MASK, CLS, SEP, PAD = 4, 2, 3, 0

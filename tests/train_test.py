@@ -13,11 +13,12 @@ import jax
 import numpy as np
 import pytest
 
-from bali_jax import configs, data, sharding
-from bali_jax.checkpoint import Checkpointer
-from bali_jax.train import _abstract_state, _global, create_state
-from bali_jax.train import train_and_evaluate
-from bali_jax.train_step import make_optimizer, train_step
+from bali_jax import configs
+from bali_jax.train import input_pipeline as data, sharding
+from bali_jax.train.checkpoint import Checkpointer
+from bali_jax.train.loop import _abstract_state, _global, create_state
+from bali_jax.train.loop import train_and_evaluate
+from bali_jax.train.step import make_optimizer, train_step
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden",
                       "param_specs_tiny_2x4.json")

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bali_jax import masking
+from bali_jax.train import masking
 from bali_jax.model.bali import BaliModel
 
 

@@ -23,9 +23,11 @@ import numpy as np
 from tqdm import tqdm
 
 import bali_jax
-from bali_jax import configs, data, metrics as metrics_lib, sharding
-from bali_jax.checkpoint import Checkpointer
-from bali_jax.train_step import (TrainState, _corrupt, eval_step, init_state,
+from bali_jax import configs
+from bali_jax.train import input_pipeline as data
+from bali_jax.train import metrics as metrics_lib, sharding
+from bali_jax.train.checkpoint import Checkpointer
+from bali_jax.train.step import (TrainState, _corrupt, eval_step, init_state,
                                  make_optimizer, train_step)
 
 
@@ -268,7 +270,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   ckpt.close()
   writer.close()
   if lead:
-    from bali_jax.plots import plot_metrics
+    from bali_jax.train.plots import plot_metrics
     png = plot_metrics(workdir)
     print(f"run directory: {os.path.abspath(workdir)}"
           + (f" (curves: {png})" if png else ""))
