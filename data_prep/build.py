@@ -12,6 +12,12 @@ Output directory:
   bali_dataset.json        budgets, tokenizer, counts: what training checks
   tokenizer/               the tokenizer the ids were made with
   concepts.tsv, relations.tsv, DATA_CARD.md, data_card.json
+  names.tsv                every name nodes are sampled with (the
+                           evaluation dictionary), aliases.tsv
+  heldout_synonyms.tsv     synonyms reserved before linking and sampling:
+                           zero-shot queries for `bali_jax evaluate`
+  test_mentions.jsonl      the test split's sentences with their mentions
+                           (character spans, node ids): evaluation queries
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class BuildOptions:
   test_percent: int = 5
   workers: int = 2
   file_format: str = "tfrecord"
+  heldout_synonyms: float = 0.1  # fraction reserved for evaluation
 
 
 def split_of(doc_id: str, o: BuildOptions) -> str:
@@ -91,8 +98,8 @@ def _tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad):
   """Streams documents through the workers into per-split JSON lines."""
   files = {s: open(os.path.join(tmp, f"sentences_{s}.jsonl"), "w")
            for s in ("train", "validation", "test")}
-  counts = {s: {"documents": 0, "sentences": 0, "entities": 0,
-                "token_links": 0} for s in files}
+  counts = {s: {"documents": 0, "sentences": 0, "mentions": 0,
+                "entities": 0, "token_links": 0} for s in files}
   concepts = {s: set() for s in files}
   link_stats = LinkStats()
   docs_seen = 0
@@ -117,6 +124,7 @@ def _tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad):
       counts[split]["documents"] += 1
       counts[split]["sentences"] += len(sents)
       for s in sents:
+        counts[split]["mentions"] += len(s["mentions"])
         counts[split]["entities"] += len(s["concepts"])
         counts[split]["token_links"] += len(s["links"])
         concepts[split].update(s["concepts"])
@@ -154,6 +162,17 @@ def _views(tmp, split, kg, names, o):
   return gen
 
 
+def _write_test_mentions(tmp: str) -> None:
+  """test_mentions.jsonl: the test sentences as text + mention spans."""
+  with open(os.path.join(tmp, "sentences_test.jsonl")) as src, open(
+      os.path.join(tmp, "test_mentions.jsonl"), "w") as dst:
+    for line in src:
+      s = json.loads(line)
+      dst.write(json.dumps({k: s[k] for k in ("doc", "sent", "text",
+                                               "mentions")},
+                           separators=(",", ":")) + "\n")
+
+
 def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
                   o: BuildOptions, bad: BadRecords,
                   linker: DictionaryLinker | None = None,
@@ -161,6 +180,10 @@ def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
   """Builds the dataset; returns the data card dict. Atomic on `out_dir`."""
   from data_prep.tfds_builder import BaliRecords, prepare
   t0 = time.time()
+  if kg.heldout is None:  # before the linker and the name sampler see names
+    kg.reserve_synonyms(o.heldout_synonyms, o.seed)
+  if linker is not None and not linker.built_after_reserve:
+    linker = linker.rebuilt(kg)
   out_dir = os.path.abspath(out_dir)
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
@@ -193,6 +216,7 @@ def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
     shutil.rmtree(os.path.join(tmp, "tfds"))
     pack = {name: g.stats[v].to_dict(o.budgets)
             for name, (g, v) in gens.items()}
+    _write_test_mentions(tmp)
     for split in ("train", "validation", "test"):
       os.remove(os.path.join(tmp, f"sentences_{split}.jsonl"))
     save_tokenizer(tokenizer, os.path.join(tmp, "tokenizer"))
@@ -208,6 +232,8 @@ def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
         "special_token_ids": sorted(set(tokenizer.all_special_ids)),
         "mask_token_id": tokenizer.mask_token_id,
         "pad_token_id": tokenizer.pad_token_id,
+        "heldout_synonyms": len(kg.heldout),
+        "test_mentions": counts["test"]["mentions"],
     }
     with open(os.path.join(tmp, SPEC_FILE), "w") as f:
       json.dump(spec, f, indent=2)

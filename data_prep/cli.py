@@ -25,7 +25,8 @@ def _options(args):
   return BuildOptions(budgets=budgets, views=args.views, seed=args.seed,
                       validation_percent=args.validation_percent,
                       test_percent=args.test_percent, workers=args.workers,
-                      file_format=args.file_format)
+                      file_format=args.file_format,
+                      heldout_synonyms=args.heldout_synonyms)
 
 
 def _tokenizer(name):
@@ -54,7 +55,9 @@ def cmd_open_default(args) -> int:
   kg = sources.open_default_graph(bad, extra_ontologies=args.with_ontology)
   files = open_data.pubmed_files()
   kg.sources += sources.pubmed_sources(files)
-  print(f"graph: {len(kg):,} concepts, {kg.num_edges():,} edges")
+  held = kg.reserve_synonyms(args.heldout_synonyms, args.seed)
+  print(f"graph: {len(kg):,} concepts, {kg.num_edges():,} edges; "
+        f"{held:,} synonyms held out for evaluation")
   linker = DictionaryLinker(kg)
   stats: dict = {}
   docs = sources.pubmed_documents(bad, args.max_documents, stats, files)
@@ -97,6 +100,10 @@ def _common(p):
                  default="error")
   p.add_argument("--file-format", choices=("tfrecord", "array_record"),
                  default="tfrecord")
+  p.add_argument("--heldout-synonyms", type=float, default=0.1,
+                 help="fraction of synonyms reserved (seeded, at most one "
+                 "per concept) as zero-shot evaluation queries; they never "
+                 "reach the records or the linker (default 0.1)")
 
 
 def build_parser():

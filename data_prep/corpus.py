@@ -27,6 +27,8 @@ class Mention:
   start: int  # character offsets in the document (or sentence) text
   end: int
   concepts: list[str]  # concept ids (several for multi-id mentions)
+  text: str | None = None  # the annotation's mention string, if it has one
+  where: str = ""  # file:line of the annotation (for messages)
 
 
 @dataclasses.dataclass
@@ -82,6 +84,10 @@ def read_pubmed_xml(path: str, bad: BadRecords, stats: dict | None = None):
 
 
 def _check_span(doc: Document, m: Mention, where: str, bad: BadRecords):
+  if m.start == m.end:
+    bad.report("empty-mention", where, f"mention at offset {m.start} of "
+               f"{doc.doc_id} is empty (start == end)")
+    return False
   if not (0 <= m.start < m.end <= len(doc.text)):
     bad.report("offsets-outside-text", where,
                f"mention offsets {m.start}-{m.end} outside the text of "
@@ -103,7 +109,7 @@ def read_bern2_jsonl(path: str, bad: BadRecords, map_ids=lambda ids: ids):
       for a in anns:
         ids = a["id"] if isinstance(a["id"], list) else [a["id"]]
         m = Mention(int(a["span"]["begin"]), int(a["span"]["end"]),
-                    map_ids(ids))
+                    map_ids(ids), a.get("mention"), where)
         if _check_span(doc, m, where, bad) and m.concepts:
           doc.mentions.append(m)
     except (ValueError, KeyError, TypeError) as e:
@@ -125,7 +131,7 @@ def read_pubtator(path: str, bad: BadRecords, map_ids=lambda ids: ids):
       try:
         m = Mention(int(f[1]), int(f[2]),
                     map_ids([i for i in f[5].replace(",", ";").split(";")
-                             if i and i != "-"]))
+                             if i and i != "-"]), f[3], where)
       except ValueError:
         bad.report("malformed-annotation", where, "offsets are not integers")
         continue
@@ -182,7 +188,8 @@ def split_sentences(doc: Document) -> list[Sentence]:
     s0 = start + lead
     mentions = None
     if doc.mentions is not None:
-      mentions = [Mention(m.start - s0, m.end - s0, m.concepts)
+      mentions = [Mention(m.start - s0, m.end - s0, m.concepts, m.text,
+                          m.where)
                   for m in doc.mentions
                   if m.start >= s0 and m.end <= s0 + len(text)]
     out.append(Sentence(doc.doc_id, i, text, mentions))

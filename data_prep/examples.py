@@ -36,6 +36,7 @@ def tokenize_document(sentences: list[Sentence], tokenizer, kg: KnowledgeGraph,
                              enc["offset_mapping"]):
     concepts: list[int] = []
     links: dict[tuple[int, int], None] = {}
+    spans = []  # (start, end, nodes) of the mentions that were kept
     for m in s.mentions:
       nodes = []
       for cid in m.concepts:
@@ -51,6 +52,7 @@ def tokenize_document(sentences: list[Sentence], tokenizer, kg: KnowledgeGraph,
               if b > a and a >= m.start and b <= m.end]
       if not toks or not nodes:
         continue  # cut off by truncation, or no known concept
+      spans.append([m.start, m.end, nodes])
       for node in nodes:
         if node not in concepts:
           concepts.append(node)
@@ -59,7 +61,8 @@ def tokenize_document(sentences: list[Sentence], tokenizer, kg: KnowledgeGraph,
           links[(t, e)] = None
     if links:
       out.append({"doc": s.doc_id, "sent": s.index, "ids": list(ids),
-                  "concepts": concepts, "links": [list(l) for l in links]})
+                  "concepts": concepts, "links": [list(l) for l in links],
+                  "text": s.text, "mentions": spans})
   return out
 
 

@@ -2,7 +2,13 @@
 
 Concepts get dense node ids in insertion order; each keeps all its English
 names (the preferred name first, (concept, name) pairs deduplicated) and a
-typed adjacency list. Relations are named; ids follow first appearance.
+typed adjacency list. Relations are named; ids follow first appearance. Aliases (alt_id,
+replaced_by, database ids joined to a concept) resolve through `index`.
+
+Held-out synonyms (`reserve_synonyms`): a seeded sample of synonyms is taken
+out of `names` before anything reads them, so no sampled node name and no
+linker entry ever uses them; they are the clean zero-shot queries of
+`python -m bali_jax evaluate`.
 Neighbour sampling (method spec 1.4) reads `neighbors`: the adjacency of a
 concept, deduplicated on (neighbour, relation), stored as MRREL rows are
 (direction as given; ontology readers add both directions, as UMLS does).
@@ -13,6 +19,17 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import re
+
+import numpy as np
+
+_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
+def normalize_name(text: str) -> str:
+  """Lower-case, punctuation to spaces, whitespace collapsed: the string
+  matching of SapBERT/BioSyn-style evaluation."""
+  return " ".join(_NON_ALNUM.sub(" ", text.lower()).split())
 
 
 @dataclasses.dataclass
@@ -37,6 +54,7 @@ class KnowledgeGraph:
     self.linkable: list[bool] = []  # may the dictionary linker use it?
     self.sources: list[Source] = []
     self.notes: dict = {}  # reader statistics for the data card
+    self.heldout: list[tuple[int, str]] | None = None  # (node, synonym)
 
   def __len__(self) -> int:
     return len(self.concept_ids)
@@ -61,6 +79,42 @@ class KnowledgeGraph:
     if name and name not in self._name_sets[i]:
       self._name_sets[i].add(name)
       self.names[i].append(name)
+
+  def add_alias(self, alias: str, i: int) -> None:
+    """Another id of concept i (alt_id, replaced_by, a joined db id)."""
+    self.index.setdefault(alias, i)
+
+  def reserve_synonyms(self, fraction: float, seed: int) -> int:
+    """Takes a seeded `fraction` of all synonyms (of concepts with >= 2
+    names) out of the graph, at most one per concept, never the preferred
+    name, never a name that (normalised) also names another concept.
+    Returns how many were held out; they are in `self.heldout`."""
+    if self.heldout is not None:
+      raise ValueError("synonyms were already reserved for this graph")
+    self.heldout = []
+    if fraction <= 0:
+      return 0
+    owners = collections.defaultdict(set)
+    for i, names in enumerate(self.names):
+      for n in names:
+        owners[normalize_name(n)].add(i)
+    eligible, total = [], 0
+    for i, names in enumerate(self.names):
+      if len(names) < 2:
+        continue
+      total += len(names) - 1
+      cands = [n for n in names[1:] if owners[normalize_name(n)] == {i}]
+      if cands:
+        eligible.append((i, cands))
+    rng = np.random.default_rng([seed, 7])
+    want = min(len(eligible), int(round(fraction * total)))
+    for j in sorted(rng.choice(len(eligible), size=want, replace=False)):
+      i, cands = eligible[j]
+      name = cands[int(rng.integers(len(cands)))]
+      self.names[i].remove(name)
+      self.heldout.append((i, name))
+    self.notes["heldout_synonyms"] = len(self.heldout)
+    return len(self.heldout)
 
   def relation_id(self, rel: str) -> int:
     r = self._rel_index.get(rel)
@@ -102,7 +156,9 @@ class KnowledgeGraph:
             "linkable_concepts": int(sum(self.linkable)), **self.notes}
 
   def write_tsv(self, out_dir: str) -> None:
-    """concepts.tsv (node id, concept id, preferred name), relations.tsv."""
+    """concepts.tsv (node id, concept id, preferred name), relations.tsv,
+    names.tsv (every name a node may be sampled with: the evaluation
+    dictionary), aliases.tsv (other ids -> node), heldout_synonyms.tsv."""
     with open(os.path.join(out_dir, "concepts.tsv"), "w",
               encoding="utf-8") as f:
       f.write("node_id\tconcept_id\tname\n")
@@ -113,3 +169,18 @@ class KnowledgeGraph:
       f.write("relation_id\trelation\n")
       for i, r in enumerate(self.relations):
         f.write(f"{i}\t{r}\n")
+    with open(os.path.join(out_dir, "names.tsv"), "w", encoding="utf-8") as f:
+      f.write("node_id\tname\n")
+      for i, names in enumerate(self.names):
+        f.writelines(f"{i}\t{n}\n" for n in names)
+    with open(os.path.join(out_dir, "aliases.tsv"), "w",
+              encoding="utf-8") as f:
+      f.write("alias\tnode_id\n")
+      for alias, i in self.index.items():
+        if alias != self.concept_ids[i]:
+          f.write(f"{alias}\t{i}\n")
+    with open(os.path.join(out_dir, "heldout_synonyms.tsv"), "w",
+              encoding="utf-8") as f:
+      f.write("node_id\tconcept_id\tsynonym\n")
+      for i, n in self.heldout or []:
+        f.write(f"{i}\t{self.concept_ids[i]}\t{n}\n")

@@ -75,6 +75,10 @@ class DictionaryLinker:
   def __init__(self, kg: KnowledgeGraph, min_chars: int = 3,
                max_senses: int = 3, stop_names=STOP_NAMES,
                acronym_chars: int = 6):
+    self._options = dict(min_chars=min_chars, max_senses=max_senses,
+                         stop_names=stop_names, acronym_chars=acronym_chars)
+    # held-out synonyms must never link text: build after reserving them
+    self.built_after_reserve = kg.heldout is not None
     self.stats = LinkStats()
     index: dict[tuple[str, ...], list[str]] = collections.defaultdict(list)
     for i, (cid, names) in enumerate(zip(kg.concept_ids, kg.names)):
@@ -101,6 +105,10 @@ class DictionaryLinker:
     self.names = {k: v for k, v in index.items() if len(v) <= max_senses}
     self.max_words = max((len(k) for k in self.names), default=0)
     self.first_words = {k[1] if k[0] == "\0" else k[0] for k in self.names}
+
+  def rebuilt(self, kg: KnowledgeGraph) -> "DictionaryLinker":
+    """The same linker over the graph's current names."""
+    return DictionaryLinker(kg, **self._options)
 
   def _match(self, words, i):
     """Longest (n, concepts) starting at word i, or None."""

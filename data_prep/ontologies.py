@@ -36,8 +36,10 @@ def read_obo(path: str, kg: KnowledgeGraph, bad: BadRecords,
              synonym_scopes=("EXACT",), not_linkable=()) -> str:
   """Reads [Term] stanzas of an OBO file into `kg`; returns data-version.
 
-  Obsolete terms are skipped; names are the label and the synonyms of the
-  given scopes; `is_a` gives hierarchy edges.
+  Obsolete terms are skipped (their `replaced_by`, like the `alt_id`s of
+  live terms, become aliases, so a corpus citing an old id still resolves);
+  names are the label and the synonyms of the given scopes; `is_a` gives
+  hierarchy edges.
   """
   version = "unknown"
   terms, cur, start = [], None, 0
@@ -47,20 +49,20 @@ def read_obo(path: str, kg: KnowledgeGraph, bad: BadRecords,
     if line.startswith("["):
       if cur is not None:
         terms.append((start, cur))
-      cur = {"_type": line.strip(), "synonym": [], "is_a": []}
+      cur = {"_type": line.strip(), "synonym": [], "is_a": [], "alt_id": []}
       start = lineno
       continue
     if cur is None or not line.strip() or line.startswith("!"):
       continue
     key, _, value = line.partition(":")
     value = value.strip()
-    if key in ("synonym", "is_a"):
+    if key in ("synonym", "is_a", "alt_id"):
       cur[key].append(value)
     else:
       cur.setdefault(key, value)
   if cur is not None:
     terms.append((start, cur))
-  parents = []
+  parents, aliases = [], []
   for start, t in terms:
     if t["_type"] != "[Term]":
       continue
@@ -69,7 +71,10 @@ def read_obo(path: str, kg: KnowledgeGraph, bad: BadRecords,
                  "[Term] stanza has no id")
       continue
     if t.get("is_obsolete") == "true":
+      if t.get("replaced_by"):
+        aliases.append((t["id"], t["replaced_by"]))
       continue
+    aliases += [(a, t["id"]) for a in t["alt_id"]]
     names = [t["name"]] if "name" in t else []
     for syn in t["synonym"]:
       m = _SYNONYM.match(syn)
@@ -85,8 +90,15 @@ def read_obo(path: str, kg: KnowledgeGraph, bad: BadRecords,
     if parent in kg.index:
       kg.add_edge(kg.index[child], kg.index[parent], "is_a")
       kg.add_edge(kg.index[parent], kg.index[child], "inverse_is_a")
+  _add_aliases(kg, aliases)
   mark_not_linkable(kg, not_linkable)
   return version
+
+
+def _add_aliases(kg: KnowledgeGraph, aliases) -> None:
+  for alias, target in aliases:
+    if target in kg.index:
+      kg.add_alias(alias, kg.index[target])
 
 
 def mark_not_linkable(kg: KnowledgeGraph, roots) -> None:
@@ -119,9 +131,13 @@ def read_cellxgene_json(path: str, kg: KnowledgeGraph, bad: BadRecords,
     bad.report("unreadable-file", path, f"not a zstd-compressed JSON "
                f"ontology: {e}")
     return
-  parents = []
+  parents, aliases = [], []
   for cid, term in data.items():
-    if not cid.startswith(prefix) or term.get("deprecated"):
+    if not cid.startswith(prefix):
+      continue
+    if term.get("deprecated"):
+      if term.get("replaced_by"):
+        aliases.append((cid, term["replaced_by"]))
       continue
     label = term.get("label")
     if not label:
@@ -135,6 +151,7 @@ def read_cellxgene_json(path: str, kg: KnowledgeGraph, bad: BadRecords,
     if parent in kg.index:
       kg.add_edge(kg.index[child], kg.index[parent], "is_a")
       kg.add_edge(kg.index[parent], kg.index[child], "inverse_is_a")
+  _add_aliases(kg, aliases)
   mark_not_linkable(kg, not_linkable)
 
 
@@ -158,7 +175,7 @@ def _disease(kg, by_name, db_id, name):
   """A HPOA disease: the MONDO concept with the same name, else its own."""
   i = by_name.get(name.lower())
   if i is not None:
-    kg.index.setdefault(db_id, i)  # alias: genes_to_phenotype uses db ids
+    kg.add_alias(db_id, i)  # genes_to_phenotype and corpora use db ids
     return i, True
   return kg.add_concept(db_id, [name]), False
 
