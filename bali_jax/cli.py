@@ -4,6 +4,9 @@ Commands (stable: users script them):
   train      --config PRESET --workdir DIR [key=value ...]
              pre-train (same DIR again = resume).
   export-hf  --source SRC --out OUT   export a BERT to a Hugging Face directory.
+  evaluate   --model SRC [--model SRC ...] [--data DIR | --kg KG]
+             [--corpus FILE --corpus-format pubtator|bern2] [--out FILE]
+             zero-shot entity linking, models side by side.
 
 SRC is an HF BERT directory (a round trip through our Flax model, verified
 on the way) or `starter` for the open starter model. Training checkpoints
@@ -25,42 +28,20 @@ PROBE_SENTENCES = (
 )
 
 
-def _is_hf_dir(path: str) -> bool:
-  return os.path.exists(os.path.join(path, "config.json")) and not \
-      _is_run_dir(path)
-
-
 def _is_run_dir(path: str) -> bool:
-  return os.path.isdir(os.path.join(path, "checkpoints")) and \
-      os.path.exists(os.path.join(path, "config.json"))
+  from bali_jax.eval.models import is_run_dir
+  return is_run_dir(path)
+
+
+def _is_hf_dir(path: str) -> bool:
+  from bali_jax.eval.models import is_hf_dir
+  return is_hf_dir(path)
 
 
 def _load_run(workdir: str):
-  """(BertConfig, params {"bert", "mlm_head"}, tokenizer, step) of the
-  latest checkpoint of a training run, restored on this host's CPU."""
-  import jax
-  import numpy as np
-  from bali_jax import configs
-  from bali_jax.train import sharding
-  from bali_jax.train.checkpoint import Checkpointer
-  from bali_jax.tokenizer import load_tokenizer
-  from bali_jax.train.loop import _abstract_state
-  from bali_jax.train.step import make_optimizer
-  cfg = configs.load_run_config(workdir)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-  step = ckpt.latest_step()
-  if step is None:
-    raise ValueError(f"--source {workdir}: the run has no checkpoint yet")
-  with open(os.path.join(workdir, "dataset_spec.json")) as f:
-    spec = json.load(f)
-  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
-                           sharding.MESH_AXES)
-  abstract, _, _ = _abstract_state(cfg, spec, make_optimizer(cfg), mesh)
-  state, _ = ckpt.restore(step, abstract)  # one device; params kept only
-  params = jax.device_get(state.params)
-  ckpt.close()
-  tok = load_tokenizer(os.path.join(workdir, "tokenizer"))
-  return cfg.model.bert, params, tok, step
+  """(BertConfig, params, tokenizer, step) of a run's latest checkpoint."""
+  from bali_jax.eval.models import load_run
+  return load_run(workdir)[:4]
 
 
 def _encode_probe(tokenizer, max_len: int = 32):
@@ -212,6 +193,25 @@ def _export_run(args, workdir: str) -> int:
   return 0
 
 
+def cmd_evaluate(args) -> int:
+  if args.num_cpu_devices:
+    import jax
+    jax.config.update("jax_num_cpu_devices", args.num_cpu_devices)
+  from bali_jax.eval import report as report_lib
+  rep = report_lib.evaluate(
+      args.model, data_dir=args.data, kg=args.kg, corpus=args.corpus,
+      corpus_format=args.corpus_format, restrict=args.restrict,
+      limit=args.limit, strict=args.strict, out=args.out)
+  for qs in rep["query_sets"]:
+    for reason, info in qs["skipped"].items():
+      print(f"warning: {qs['name']}: skipped {info['count']} ({reason}); "
+            f"first: {info['first']}", file=sys.stderr)
+  print(report_lib.to_markdown(rep))
+  print(f"evaluated {len(args.model)} model(s) in {rep['seconds']} s"
+        + (f"; JSON report: {args.out}" if args.out else ""))
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m bali_jax",
                               description=__doc__.split("\n\n")[0])
@@ -242,6 +242,30 @@ def build_parser() -> argparse.ArgumentParser:
   e.add_argument("--no-verify", dest="verify", action="store_false",
                  help="skip re-importing the export and comparing")
   e.set_defaults(func=cmd_export_hf)
+  v = sub.add_parser("evaluate", help="zero-shot entity linking (SapBERT "
+                     "protocol), several models side by side")
+  v.add_argument("--model", action="append", required=True,
+                 help="run directory, HF BERT directory or `starter` "
+                 "(repeat for a side-by-side table; the first is the "
+                 "baseline)")
+  v.add_argument("--data", default=None,
+                 help="a data_prep dataset: its dictionary, held-out "
+                 "synonyms and test mentions")
+  v.add_argument("--kg", default=None,
+                 help="instead of --data: open-default, FILE.obo or a "
+                 "cellxgene FILE.json.zst (dictionary only)")
+  v.add_argument("--corpus", default=None, help="a gold-linked corpus")
+  v.add_argument("--corpus-format", choices=("pubtator", "bern2"))
+  v.add_argument("--restrict", default=None, metavar="PREFIX",
+                 help="only concepts whose id starts with PREFIX (e.g. HP:)")
+  v.add_argument("--limit", type=int, default=None,
+                 help="a seeded sample of at most N held-out synonyms")
+  v.add_argument("--strict", action="store_true",
+                 help="a bad corpus annotation is an error, not a count")
+  v.add_argument("--out", default=None, help="write the JSON report here")
+  v.add_argument("--num-cpu-devices", type=int, default=0,
+                 help="fake CPU devices for this process")
+  v.set_defaults(func=cmd_evaluate)
   return p
 
 

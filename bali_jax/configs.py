@@ -49,6 +49,9 @@ class TrainConfig:
   keep_checkpoints: int = 2
   eval_every: int = 0  # 0 = only at the end
   eval_batches: int = 4
+  # zero-shot entity linking on held-out synonyms at every eval point
+  el_eval_every: int = 0  # 0 = off; else every N steps and at the end
+  el_eval_queries: int = 1000  # seeded sample of held-out synonyms; 0 = all
   log_every: int = 1
   data_shards: int = 0  # fixed input shards; 0 = one per process
   shuffle_buffer: int = 10_000

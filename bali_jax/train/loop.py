@@ -222,6 +222,12 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   peak = metrics_lib.peak_tflops_per_device(cfg)
   if lead:
     _startup(cfg, mesh, state, compiled, flops, peak)
+  linking = None
+  if cfg.el_eval_every:
+    from bali_jax.eval.in_training import LinkingEval
+    linking = LinkingEval(cfg, spec, data_tokenizer(cfg, spec))
+  evaluate = lambda step: _evaluate(eval_fn, state, pipe, mesh, writer, step,
+                                    linking)
   writer = metrics_lib.MetricsWriter(workdir, lead)
   preempt = _Preemption()
   last = {}
@@ -255,8 +261,10 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
                 f"{m['tokens_per_s']:.0f} tok/s ({m['real_tokens_per_s']:.0f}"
                 f" real) " + (f"MFU {m['mfu']:.1%}" if peak else ""))
     bar.update(1)
-    if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-      _evaluate(eval_fn, state, pipe, mesh, writer, done)
+    if done < cfg.steps and any(
+        every and done % every == 0
+        for every in (cfg.eval_every, cfg.el_eval_every)):
+      evaluate(done)
     stop = preempt.agreed()
     if done % cfg.save_every == 0 or stop or done == cfg.steps:
       ckpt.save(done, state, {"position": position(done), "step": done},
@@ -266,7 +274,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
       break
   bar.close()
   if not preempt.requested and step >= cfg.steps - 1:
-    _evaluate(eval_fn, state, pipe, mesh, writer, cfg.steps)
+    evaluate(cfg.steps)
   ckpt.close()
   writer.close()
   if lead:
@@ -277,10 +285,9 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   return last
 
 
-def _evaluate(eval_fn, state, pipe, mesh, writer, step):
+def _evaluate(eval_fn, state, pipe, mesh, writer, step, linking=None):
+  """Validation losses (and held-out-synonym linking) -> eval_* lines."""
   batches = pipe.eval_batches()
-  if not batches:
-    return
   rng = jax.random.key(0)
   acc = {}
   for b in batches:
@@ -288,7 +295,11 @@ def _evaluate(eval_fn, state, pipe, mesh, writer, step):
     for k, v in m.items():
       acc[k] = acc.get(k, 0.0) + float(v) / len(batches)
   keep = ("loss", "mlm_loss", "align_loss", "mlm_accuracy", "align_accuracy")
-  out = {k: acc[k] for k in keep}
+  out = {k: acc[k] for k in keep if k in acc}
+  if linking is not None:
+    out.update(linking(state.params["bert"], mesh))
+  if not out:
+    return
   writer.write(step, out, prefix="eval_")
   if jax.process_index() == 0:
     print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}"

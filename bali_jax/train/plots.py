@@ -18,7 +18,8 @@ def plot_metrics(workdir: str) -> str | None:
   with open(path) as f:
     for line in f:
       row = json.loads(line)
-      (evals if "eval_loss" in row else train)[row["step"]] = row
+      is_eval = any(k.startswith("eval_") for k in row)
+      (evals if is_eval else train)[row["step"]] = row
   if not train:
     return None
   steps = sorted(train)
@@ -26,12 +27,17 @@ def plot_metrics(workdir: str) -> str | None:
   for key, style in (("loss", "-"), ("mlm_loss", "--"), ("align_loss", ":")):
     axes[0].plot(steps, [train[s][key] for s in steps], style, label=key)
   for s in sorted(evals):
-    axes[0].plot([s], [evals[s]["eval_loss"]], "ko")
+    if "eval_loss" in evals[s]:
+      axes[0].plot([s], [evals[s]["eval_loss"]], "ko")
   axes[0].set(title="losses (dots: validation loss)", xlabel="step")
   axes[0].legend()
   for key in ("mlm_accuracy", "align_accuracy"):
     axes[1].plot(steps, [train[s][key] for s in steps], label=key)
-  axes[1].set(title="in-batch accuracies", xlabel="step", ylim=(0, 1))
+  el = [s for s in sorted(evals) if "eval_el_acc@1" in evals[s]]
+  if el:
+    axes[1].plot(el, [evals[s]["eval_el_acc@1"] for s in el], "o-",
+                 label="held-out synonym linking acc@1")
+  axes[1].set(title="accuracies", xlabel="step", ylim=(0, 1))
   axes[1].legend()
   axes[2].plot(steps, [train[s]["real_tokens_per_s"] for s in steps],
                label="real tokens/s")

@@ -1,0 +1,109 @@
+"""Ranking concepts for queries, and the metrics (acc@1, acc@5, MRR).
+
+A concept's score is the best cosine similarity of any of its names; the
+gold rank is 1 + the number of other concepts that score higher. Ties are
+real (a name shared by two concepts gives both exactly the same score; a
+degenerate model ties everything), so they are broken uniformly at random
+*in expectation*: with g concepts above the best gold concept and t other
+concepts level with it,
+
+  P(rank <= k) = clip((k - g) / (t + 1), 0, 1)
+  E[1 / rank]  = (H(g + t + 1) - H(g)) / (t + 1)     (H: harmonic numbers)
+
+so a constant model scores exactly chance (1 / #concepts) and no ordering
+of the dictionary can help or hurt a model.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MAX_GOLD = 8  # gold concepts per query kept (multi-id mentions)
+KS = (1, 5)
+
+
+@functools.partial(jax.jit, static_argnames=("num_concepts",))
+def _rank_chunk(q, names, pair_name, pair_concept, gold, *, num_concepts):
+  """(greater, ties, top1) for a chunk of queries.
+
+  Args:
+    q: (Q, D) unit query vectors; names: (Nn, D) unit name vectors.
+    pair_name, pair_concept: (P,) the dictionary's (name, concept) pairs.
+    gold: (Q, G) gold nodes, -1 padded.
+  """
+  sim = q @ names.T  # (Q, Nn)
+  pair = sim[:, pair_name]  # (Q, P)
+  concept = jax.ops.segment_max(pair.T, pair_concept,
+                                num_segments=num_concepts).T  # (Q, C)
+  valid = gold >= 0
+  gscore = jnp.where(valid, jnp.take_along_axis(
+      concept, jnp.maximum(gold, 0), axis=1), -jnp.inf)  # (Q, G)
+  best = jnp.max(gscore, axis=1, keepdims=True)  # (Q, 1)
+  is_gold = jnp.zeros(concept.shape, bool).at[
+      jnp.arange(q.shape[0])[:, None], jnp.maximum(gold, 0)].max(valid)
+  other = ~is_gold & jnp.isfinite(concept)
+  greater = jnp.sum(other & (concept > best), axis=1)
+  ties = jnp.sum(other & (concept == best), axis=1)
+  return greater, ties, jnp.argmax(concept, axis=1)
+
+
+def gold_ranks(queries: np.ndarray, names: np.ndarray, pair_name, pair_concept,
+               gold: list[tuple[int, ...]], num_concepts: int,
+               chunk: int = 128):
+  """(greater, ties, top1) per query, numpy int arrays."""
+  g = np.full((len(gold), MAX_GOLD), -1, np.int32)
+  for i, gs in enumerate(gold):
+    gs = gs[:MAX_GOLD]
+    g[i, :len(gs)] = gs
+  names = jnp.asarray(names)
+  pn, pc = jnp.asarray(pair_name), jnp.asarray(pair_concept)
+  outs = []
+  for s in range(0, len(gold), chunk):
+    qc, gc = queries[s:s + chunk], g[s:s + chunk]
+    n = len(qc)
+    if n < chunk:  # fixed shapes: one compilation
+      qc = np.concatenate([qc, np.zeros((chunk - n, qc.shape[1]),
+                                        qc.dtype)])
+      gc = np.concatenate([gc, np.zeros((chunk - n, MAX_GOLD), gc.dtype)])
+    out = _rank_chunk(jnp.asarray(qc), names, pn, pc, jnp.asarray(gc),
+                      num_concepts=num_concepts)
+    outs.append([np.asarray(o)[:n] for o in out])
+  if not outs:
+    z = np.zeros(0, np.int64)
+    return z, z, z
+  return tuple(np.concatenate(x) for x in zip(*outs))
+
+
+def _harmonic(n: np.ndarray) -> np.ndarray:
+  """H(n) = sum_{i<=n} 1/i, exact below 256, asymptotic above."""
+  n = np.asarray(n, np.float64)
+  table = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, 256))])
+  big = np.log(np.maximum(n, 1)) + 0.5772156649015329 + 1 / (
+      2 * np.maximum(n, 1)) - 1 / (12 * np.maximum(n, 1) ** 2)
+  return np.where(n < 256, table[np.minimum(n, 255).astype(int)], big)
+
+
+def metrics(greater: np.ndarray, ties: np.ndarray, hard: np.ndarray) -> dict:
+  """acc@k and MRR (expected under random tie-breaking), on all queries and
+  on the hard subset, with the counts (None where a subset is empty)."""
+  greater = np.asarray(greater, np.float64)
+  ties = np.asarray(ties, np.float64)
+  hard = np.asarray(hard, bool)
+
+  def block(sel):
+    g, t = greater[sel], ties[sel]
+    out = {"n": int(sel.sum())}
+    for k in KS:
+      p = np.clip((k - g) / (t + 1), 0.0, 1.0)
+      out[f"acc@{k}"] = float(p.mean()) if len(p) else None
+    rr = (_harmonic(g + t + 1) - _harmonic(g)) / (t + 1)
+    out["mrr"] = float(rr.mean()) if len(rr) else None
+    return out
+
+  all_ = block(np.ones(len(greater), bool))
+  hard_ = block(hard)
+  return {**all_, **{f"hard_{k}": v for k, v in hard_.items()}}

@@ -1,0 +1,85 @@
+"""`--model SRC` -> a BERT to evaluate: a training run directory (its latest
+checkpoint), a Hugging Face BERT directory, or `starter`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+
+@dataclasses.dataclass
+class LoadedBert:
+  label: str  # how the report names it
+  source: str
+  config: Any  # BertConfig
+  params: dict  # the "bert" tree
+  tokenizer: Any
+  pooling: str = "mean"  # how names pool (the run's name_pooling)
+  max_name_tokens: int = 32
+  seq_len: int = 128
+  step: int | None = None
+  run_dir: str | None = None
+
+
+def is_run_dir(path: str) -> bool:
+  return os.path.isdir(os.path.join(path, "checkpoints")) and \
+      os.path.exists(os.path.join(path, "config.json"))
+
+
+def is_hf_dir(path: str) -> bool:
+  return os.path.exists(os.path.join(path, "config.json")) and \
+      not is_run_dir(path)
+
+
+def load_run(workdir: str):
+  """(BertConfig, params {"bert", "mlm_head"}, tokenizer, step, TrainConfig,
+  record spec) of the latest checkpoint of a run, restored on one device."""
+  import jax
+  import numpy as np
+  from bali_jax import configs
+  from bali_jax.tokenizer import load_tokenizer
+  from bali_jax.train import sharding
+  from bali_jax.train.checkpoint import Checkpointer
+  from bali_jax.train.loop import _abstract_state
+  from bali_jax.train.step import make_optimizer
+  cfg = configs.load_run_config(workdir)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  step = ckpt.latest_step()
+  if step is None:
+    raise ValueError(f"{workdir}: the run has no checkpoint yet")
+  with open(os.path.join(workdir, "dataset_spec.json")) as f:
+    spec = json.load(f)
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
+                           sharding.MESH_AXES)
+  abstract, _, _ = _abstract_state(cfg, spec, make_optimizer(cfg), mesh)
+  state, _ = ckpt.restore(step, abstract)  # one device; params kept only
+  params = jax.device_get(state.params)
+  ckpt.close()
+  tok = load_tokenizer(os.path.join(workdir, "tokenizer"))
+  return cfg.model.bert, params, tok, step, cfg, spec
+
+
+def load(src: str) -> LoadedBert:
+  from bali_jax import hf_import, open_data
+  path = open_data.resolve_model_dir(src)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"--model {src}: no such directory")
+  if is_run_dir(path):
+    bert_cfg, params, tok, step, cfg, spec = load_run(path)
+    b = spec["budgets"]
+    return LoadedBert(f"{os.path.basename(os.path.normpath(path))}@{step}",
+                      os.path.abspath(path), bert_cfg, params["bert"], tok,
+                      pooling=cfg.model.name_pooling,
+                      max_name_tokens=b["max_name_tokens"],
+                      seq_len=b["seq_len"], step=step, run_dir=path)
+  if not is_hf_dir(path):
+    raise ValueError(f"--model {src}: neither a training run directory "
+                     "(config.json + checkpoints/) nor a Hugging Face BERT "
+                     "directory (config.json + weights)")
+  pre = hf_import.load_pretrained(path)
+  label = src if src == open_data.STARTER_ALIAS else \
+      os.path.basename(os.path.normpath(path))
+  return LoadedBert(label, os.path.abspath(path), pre.config,
+                    pre.params["bert"], pre.tokenizer)

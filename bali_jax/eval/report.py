@@ -1,0 +1,176 @@
+"""`python -m bali_jax evaluate`: zero-shot entity linking, models side by side.
+
+For each model: encode every unique dictionary name once, then each query
+set in two representations:
+  string    the mention string encoded alone (SapBERT protocol), pooled as
+            training pools concept names;
+  sentence  the mention pooled from its sentence's encoding (BALI's text
+            side), where the sentence is known.
+Names are always encoded alone. The report is a markdown table (stdout) and
+a JSON file; a run directory also keeps its own rows in `eval_el.json`.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import time
+
+import numpy as np
+
+from bali_jax.eval import dictionary as dictionary_lib
+from bali_jax.eval import linking, queries as queries_lib
+from bali_jax.eval.encoder import Encoder
+
+REPRESENTATIONS = ("string", "sentence")
+
+
+def load_dictionary(data_dir: str | None, kg: str | None,
+                    restrict: str | None):
+  if bool(data_dir) == bool(kg):
+    raise ValueError("give exactly one of --data DIR (a built dataset) or "
+                     "--kg open-default|FILE.obo|FILE.json.zst")
+  d = dictionary_lib.from_dataset(data_dir) if data_dir else \
+      dictionary_lib.from_kg(kg)
+  return d.restrict(restrict) if restrict else d
+
+
+def load_queries(d, data_dir=None, corpus=None, corpus_format=None,
+                 kinds=("heldout_synonyms", "test_mentions"),
+                 limit: int | None = None, strict: bool = False):
+  sets = []
+  if data_dir:
+    if "heldout_synonyms" in kinds:
+      sets.append(queries_lib.heldout_synonyms(data_dir, d, limit))
+    if "test_mentions" in kinds and os.path.exists(
+        os.path.join(data_dir, "test_mentions.jsonl")):
+      sets.append(queries_lib.test_mentions(data_dir, d))
+  if corpus:
+    if corpus_format not in ("pubtator", "bern2"):
+      raise ValueError("--corpus needs --corpus-format pubtator|bern2")
+    sets.append(queries_lib.corpus(corpus, corpus_format, d, strict))
+  if not sets:
+    raise ValueError("nothing to evaluate: give --data DIR (held-out "
+                     "synonyms, test mentions) and/or --corpus FILE")
+  return sets
+
+
+def score_model(enc: Encoder, d, sets, name_vecs=None) -> list[dict]:
+  """Rows of results for one encoder over every query set."""
+  if name_vecs is None:
+    name_vecs = enc.encode_strings(d.names, desc="dictionary names")
+  rows = []
+  for qs in sets:
+    if not qs.queries:
+      continue
+    hard = np.array([q.hard for q in qs.queries])
+    gold = [q.gold for q in qs.queries]
+    uniq = list(dict.fromkeys(q.text for q in qs.queries))
+    vecs = enc.encode_strings(uniq, desc=f"{qs.name} strings")
+    pos = {t: i for i, t in enumerate(uniq)}
+    qv = vecs[[pos[q.text] for q in qs.queries]]
+    g, t, _ = linking.gold_ranks(qv, name_vecs, d.pair_name, d.pair_concept,
+                                 gold, d.num_concepts)
+    rows.append({"queries": qs.name, "representation": "string",
+                 **linking.metrics(g, t, hard)})
+    with_sent = [i for i, q in enumerate(qs.queries) if q.sentence]
+    if not with_sent:
+      continue
+    by_sentence = collections.defaultdict(list)
+    for i in with_sent:
+      by_sentence[qs.queries[i].sentence].append(i)
+    sentences = list(by_sentence)
+    order = [i for s in sentences for i in by_sentence[s]]
+    vecs, ok = enc.encode_mentions(
+        sentences, [[qs.queries[i].span for i in by_sentence[s]]
+                    for s in sentences], desc=f"{qs.name} sentences")
+    keep = np.asarray(order)[ok]
+    g, t, _ = linking.gold_ranks(vecs[ok], name_vecs, d.pair_name,
+                                 d.pair_concept, [gold[i] for i in keep],
+                                 d.num_concepts)
+    row = {"queries": qs.name, "representation": "sentence",
+           **linking.metrics(g, t, hard[keep])}
+    if (~ok).any():
+      row["truncated_out"] = int((~ok).sum())
+    rows.append(row)
+  return rows
+
+
+def evaluate(models: list[str], *, data_dir=None, kg=None, corpus=None,
+             corpus_format=None, restrict=None, limit=None, strict=False,
+             out=None, progress=True) -> dict:
+  """Evaluates each model; returns the report (and writes it)."""
+  from bali_jax.eval.models import load
+  t0 = time.time()
+  d = load_dictionary(data_dir, kg, restrict)
+  sets = load_queries(d, data_dir, corpus, corpus_format, limit=limit,
+                      strict=strict)
+  report = {"dictionary": d.stats(),
+            "query_sets": [qs.summary() for qs in sets],
+            "tie_breaking": "expected value under uniform random ties",
+            "models": [], "results": []}
+  for src in models:
+    t1 = time.time()
+    m = load(src)
+    enc = Encoder(m.config, m.params, m.tokenizer, pooling=m.pooling,
+                  max_name_tokens=m.max_name_tokens, seq_len=m.seq_len,
+                  progress=progress)
+    rows = score_model(enc, d, sets)
+    info = {"label": m.label, "source": m.source, "step": m.step,
+            "pooling": m.pooling, "seconds": round(time.time() - t1, 1)}
+    report["models"].append(info)
+    report["results"] += [{"model": m.label, **r} for r in rows]
+    if m.run_dir:
+      _write_json(os.path.join(m.run_dir, "eval_el.json"),
+                  {**report, "models": [info],
+                   "results": [{"model": m.label, **r} for r in rows]})
+  report["seconds"] = round(time.time() - t0, 1)
+  if out:
+    _write_json(out, report)
+  return report
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def _pct(x) -> str:
+  return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _frac(x) -> str:
+  return "-" if x is None else f"{x:.3f}"
+
+
+def to_markdown(report: dict) -> str:
+  d = report["dictionary"]
+  lines = [f"Dictionary: {d['source']}: {d['concepts_with_names']:,} "
+           f"concepts with names, {d['unique_names']:,} unique names.", ""]
+  for qs in report["query_sets"]:
+    skipped = ", ".join(f"{k} {v['count']}" for k, v in
+                        qs["skipped"].items()) or "none"
+    lines.append(f"- {qs['name']}: {qs['queries']:,} queries "
+                 f"({qs['hard']:,} hard, {qs['with_sentence']:,} with a "
+                 f"sentence); skipped: {skipped}")
+  lines += ["", "| queries | repr. | model | n | acc@1 | Δacc@1 | acc@5 | "
+            "MRR | hard n | hard acc@1 | hard acc@5 | hard MRR |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  keys = list(dict.fromkeys((r["queries"], r["representation"])
+                            for r in report["results"]))
+  for key in keys:
+    rows = [r for r in report["results"]
+            if (r["queries"], r["representation"]) == key]
+    for j, r in enumerate(rows):
+      delta = f"{100 * (r['acc@1'] - rows[0]['acc@1']):+.1f}" if j else ""
+      lines.append(
+          f"| {r['queries']} | {r['representation']} | {r['model']} | "
+          f"{r['n']} | {_pct(r['acc@1'])} | {delta} | {_pct(r['acc@5'])} | "
+          f"{_frac(r['mrr'])} | {r['hard_n']} | {_pct(r['hard_acc@1'])} | "
+          f"{_pct(r['hard_acc@5'])} | {_frac(r['hard_mrr'])} |")
+  lines += ["", "acc@k in %, MRR as a fraction; Δ in points vs the first model; ties "
+            "count in expectation (uniform random tie-breaking)."]
+  return "\n".join(lines)

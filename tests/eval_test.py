@@ -1,0 +1,361 @@
+"""Entity-linking evaluation: metrics known by construction, parity with a
+transformers + NumPy reference, held-out synonyms never reach the records,
+bad corpora, the CLI and the in-training curve."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bali_jax.eval import dictionary as dlib
+from bali_jax.eval import linking, queries as qlib, report
+from tests import eval_fixtures as efx
+
+
+def _dict(names_per_concept):
+  ids = [f"X:{i}" for i in range(len(names_per_concept))]
+  return dlib.from_names(ids, names_per_concept, {}, "test")
+
+
+# ------------------------------------------------------------ by construction
+def test_orthogonal_names_link_perfectly_and_hard_subset_is_exact():
+  d = _dict([["alpha one", "Alpha-One"], ["beta two"], ["gamma three"],
+             ["delta four", "delta 4"]])
+  # one orthogonal axis per concept: every name of concept c is e_c
+  names = np.zeros((len(d.names), 8), np.float32)
+  for n, c in zip(d.pair_name, d.pair_concept):
+    names[n, c] = 1.0
+  texts = ["ALPHA ONE", "beta-two", "gamma 3", "delta four!", "the alpha"]
+  gold = [(0,), (1,), (2,), (3,), (0,)]
+  qs = qlib.finish(qlib.QuerySet("q", [qlib.Query(t, g) for t, g in
+                                       zip(texts, gold)], "test"), d)
+  hard = [q.hard for q in qs.queries]
+  # normalised: "alpha one", "beta two", "delta four" are names -> easy
+  assert hard == [False, False, True, False, True]
+  q = np.zeros((len(texts), 8), np.float32)
+  for i, (g,) in enumerate(gold):
+    q[i, g] = 1.0
+  g, t, top = linking.gold_ranks(q, names, d.pair_name, d.pair_concept, gold,
+                                 d.num_concepts)
+  m = linking.metrics(g, t, hard)
+  assert (g == 0).all() and (t == 0).all() and list(top) == [0, 1, 2, 3, 0]
+  assert m["acc@1"] == 1.0 and m["mrr"] == 1.0 and m["n"] == 5
+  assert m["hard_n"] == 2 and m["hard_acc@1"] == 1.0
+
+
+def test_constant_model_and_shuffled_dictionary_give_chance():
+  c = 50
+  d = _dict([[f"name {i}"] for i in range(c)])
+  gold = [(i % c,) for i in range(400)]
+  # a constant model ties every concept: exactly chance, in expectation
+  ones = np.ones((len(d.names), 4), np.float32) / 2
+  g, t, _ = linking.gold_ranks(np.ones((400, 4), np.float32) / 2, ones,
+                               d.pair_name, d.pair_concept, gold, c)
+  m = linking.metrics(g, t, np.zeros(400, bool))
+  assert abs(m["acc@1"] - 1 / c) < 1e-12
+  assert abs(m["acc@5"] - 5 / c) < 1e-12
+  assert abs(m["mrr"] - sum(1 / k for k in range(1, c + 1)) / c) < 1e-9
+  # a perfect model on a dictionary whose concept labels were shuffled
+  rng = np.random.default_rng(0)
+  names = rng.standard_normal((c, 16)).astype(np.float32)
+  names /= np.linalg.norm(names, axis=1, keepdims=True)
+  queries = names[[g[0] for g in gold]]
+  g, t, _ = linking.gold_ranks(queries, names, d.pair_name, d.pair_concept,
+                               gold, c)
+  assert linking.metrics(g, t, np.zeros(400, bool))["acc@1"] == 1.0
+  shuffled = rng.permutation(d.pair_concept)
+  g, t, _ = linking.gold_ranks(queries, names, d.pair_name, shuffled, gold,
+                               c)
+  acc = linking.metrics(g, t, np.zeros(400, bool))["acc@1"]
+  assert acc <= 0.06  # chance is 0.02; only fixed points of the shuffle hit
+
+
+def test_tie_between_concepts_counts_half():
+  d = _dict([["iron overload"], ["iron overload", "other"], ["x y"]])
+  names = np.eye(3, dtype=np.float32)[:len(d.names)]
+  g, t, _ = linking.gold_ranks(names[:1], names, d.pair_name, d.pair_concept,
+                               [(0,)], 3)
+  assert (g[0], t[0]) == (0, 1)
+  m = linking.metrics(g, t, np.zeros(1, bool))
+  assert m["acc@1"] == 0.5 and m["acc@5"] == 1.0 and m["mrr"] == 0.75
+
+
+# ------------------------------------------------------------ reference
+def _reference(starter_dir, d, qsets):
+  """The protocol written again with transformers (PyTorch) and NumPy."""
+  import torch
+  import transformers
+  tok = transformers.AutoTokenizer.from_pretrained(starter_dir)
+  model = transformers.BertModel.from_pretrained(
+      starter_dir, attn_implementation="eager").eval()
+
+  def embed_strings(strings):
+    out = []
+    for s in strings:
+      enc = tok(s, truncation=True, max_length=32, return_tensors="pt")
+      with torch.no_grad():
+        h = model(**enc).last_hidden_state[0].numpy()
+      v = h.mean(0)
+      out.append(v / np.linalg.norm(v))
+    return np.stack(out)
+
+  def embed_mention(sentence, span):
+    enc = tok(sentence, truncation=True, max_length=128,
+              return_offsets_mapping=True, return_tensors="pt")
+    offsets = enc.pop("offset_mapping")[0].tolist()
+    with torch.no_grad():
+      h = model(**enc).last_hidden_state[0].numpy()
+    toks = [i for i, (a, b) in enumerate(offsets)
+            if b > a and a >= span[0] and b <= span[1]]
+    v = h[toks].mean(0)
+    return v / np.linalg.norm(v)
+
+  names = embed_strings(d.names)
+
+  def ranks(qv, gold):
+    sim = qv @ names.T
+    concept = np.full((len(qv), d.num_concepts), -np.inf)
+    for n, c in zip(d.pair_name, d.pair_concept):
+      concept[:, c] = np.maximum(concept[:, c], sim[:, n])
+    g, t = [], []
+    for i, gs in enumerate(gold):
+      best = max(concept[i, x] for x in gs)
+      other = np.ones(d.num_concepts, bool)
+      other[list(gs)] = False
+      g.append(int(np.sum(other & (concept[i] > best))))
+      t.append(int(np.sum(other & (concept[i] == best))))
+    return np.array(g), np.array(t)
+
+  out = {}
+  for qs in qsets:
+    gold = [q.gold for q in qs.queries]
+    out[(qs.name, "string")] = ranks(
+        embed_strings([q.text for q in qs.queries]), gold)
+    sent = [q for q in qs.queries if q.sentence]
+    if sent:
+      out[(qs.name, "sentence")] = ranks(
+          np.stack([embed_mention(q.sentence, q.span) for q in sent]),
+          [q.gold for q in sent])
+  return out, names
+
+
+def test_scores_match_transformers_numpy_reference(tmp_path, starter_dir):
+  from bali_jax.eval.encoder import Encoder
+  from bali_jax.eval.models import load
+  data = efx.write_eval_dataset(str(tmp_path / "ds"))
+  rep = report.evaluate(["starter"], data_dir=data, progress=False,
+                        out=str(tmp_path / "r.json"))
+  d = report.load_dictionary(data, None, None)
+  sets = report.load_queries(d, data)
+  assert [s.name for s in sets] == ["heldout_synonyms", "test_mentions"]
+  assert sum(q.hard for q in sets[0].queries) == 9  # 2 easy by design
+  ref, ref_names = _reference(starter_dir, d, sets)
+  m = load("starter")
+  enc = Encoder(m.config, m.params, m.tokenizer, progress=False)
+  ours_names = enc.encode_strings(d.names)
+  np.testing.assert_allclose(ours_names, ref_names, atol=1e-4)
+  rows = {(r["queries"], r["representation"]): r for r in rep["results"]}
+  assert set(rows) == set(ref)
+  for key, (g, t) in ref.items():
+    qs = next(s for s in sets if s.name == key[0])
+    hard = np.array([q.hard for q in qs.queries
+                     if key[1] == "string" or q.sentence])
+    want = linking.metrics(g, t, hard)
+    for k, v in want.items():
+      assert (v is None and rows[key][k] is None) or abs(
+          rows[key][k] - v) <= 1e-6, (key, k)
+  # the ranks themselves, query by query
+  qs = sets[0]
+  qv = enc.encode_strings([q.text for q in qs.queries])
+  g, t, _ = linking.gold_ranks(qv, ours_names, d.pair_name, d.pair_concept,
+                               [q.gold for q in qs.queries], d.num_concepts)
+  np.testing.assert_array_equal(g, ref[("heldout_synonyms", "string")][0])
+  np.testing.assert_array_equal(t, ref[("heldout_synonyms", "string")][1])
+  # "iron overload" names two concepts: a tie, half a hit at most
+  assert rows[("test_mentions", "string")]["acc@1"] < 1.0
+  saved = json.load(open(tmp_path / "r.json"))
+  assert saved["results"] == rep["results"]
+  assert "| heldout_synonyms | string | starter |" in report.to_markdown(rep)
+
+
+# ------------------------------------------------------------ held-out
+def test_heldout_synonyms_never_reach_records_or_linker(tmp_path):
+  from bali_jax.features import tiny_budgets
+  from bali_jax.open_data import starter_model_dir
+  from bali_jax.tokenizer import load_tokenizer
+  from data_prep import ontologies
+  from data_prep.build import BuildOptions, build_dataset
+  from data_prep.errors import BadRecords
+  from data_prep.kg import KnowledgeGraph
+  from data_prep.linker import DictionaryLinker
+  from data_prep.tfds_builder import load_split
+  obo = tmp_path / "syn.obo"
+  obo.write_text(efx.synonym_obo())
+  kg = KnowledgeGraph()
+  ontologies.read_obo(str(obo), kg, BadRecords())
+  all_names = [list(n) for n in kg.names]
+  tok = load_tokenizer(starter_model_dir())
+  out = str(tmp_path / "ds")
+  linker = DictionaryLinker(kg)  # built too early on purpose: rebuilt
+  build_dataset(efx.synonym_documents(all_names), kg, tok, out,
+                BuildOptions(budgets=tiny_budgets(), views=2, seed=5,
+                             workers=1, heldout_synonyms=0.3,
+                             validation_percent=0, test_percent=30),
+                BadRecords(), linker=linker)
+  held = {}
+  with open(os.path.join(out, "heldout_synonyms.tsv")) as f:
+    next(f)
+    for line in f:
+      node, cid, syn = line.rstrip("\n").split("\t")
+      assert syn in all_names[int(node)][1:]  # a synonym, never the label
+      assert int(node) not in held  # at most one per concept
+      held[int(node)] = syn
+  n_syn = sum(len(n) - 1 for n in all_names if len(n) > 1)
+  assert len(held) == round(0.3 * n_syn)
+  # not in the graph's names, not in the dictionary the evaluation uses
+  d = dlib.from_dataset(out)
+  for node, syn in held.items():
+    assert syn not in kg.names[node]
+    assert not any(d.names[n] == syn for n, c in
+                   zip(d.pair_name, d.pair_concept) if c == node)
+  # not in the linker: the held-out strings link nothing any more
+  fresh = DictionaryLinker(kg)
+  for node, syn in held.items():
+    assert all(kg.concept_ids[node] not in m.concepts
+               for m in fresh.link(f"The patient had {syn} at birth."))
+  # no sampled node name in any record equals a held-out synonym of its
+  # concept (decoded from the packed name rows of every split and view)
+  held_ids = {n: tok(s, truncation=True, max_length=12)["input_ids"]
+              for n, s in held.items()}
+  spec = json.load(open(os.path.join(out, "bali_dataset.json")))
+  checked = 0
+  for split in spec["splits"]:
+    for rec in load_split(out, split).as_numpy_iterator():
+      ids, seg = rec["name_ids"].ravel(), rec["name_segment_ids"].ravel()
+      for slot in np.nonzero(rec["node_mask"])[0]:
+        name = ids[seg == slot + 1].tolist()
+        concept = int(rec["node_concept"][slot])
+        assert name != held_ids.get(concept), (split, concept)
+        checked += 1
+  assert checked > 100
+  # and no test mention was linked through one
+  with open(os.path.join(out, "test_mentions.jsonl")) as f:
+    for line in f:
+      s = json.loads(line)
+      for a, b, nodes in s["mentions"]:
+        assert all(held.get(n) != s["text"][a:b] for n in nodes)
+
+
+# ------------------------------------------------------------ bad input
+PUBTATOR = """901|t|Anemia and fever.
+901|a|Headache with iron overload; seizure too.
+901\t0\t6\tAnemia\tDisease\tHP:0001903
+901\t11\t16\tfever\tDisease\thp_0001945
+901\t18\t26\tHeadache\tDisease\tHP:9999999
+901\t32\t45\tiron overload\tDisease\tOMIM:235200
+901\t47\t54\tseizure\tDisease\t-
+
+902|t|Cough.
+902|a|
+902\t0\t5\tCough\tDisease\tHP:0012735
+"""
+
+
+def _corpus(tmp_path, extra=""):
+  p = tmp_path / "gold.pubtator"
+  p.write_text(PUBTATOR + extra)
+  return str(p)
+
+
+def test_corpus_ids_mapped_and_bad_mentions_counted(tmp_path):
+  from data_prep.errors import BadInputError
+  d = dlib.from_dataset(efx.write_eval_dataset(str(tmp_path / "ds")))
+  qs = qlib.corpus(_corpus(tmp_path), "pubtator", d)
+  texts = [q.text for q in qs.queries]
+  # HP_ spelling and the OMIM alias resolve; the empty abstract is valid
+  assert texts == ["Anemia", "fever", "iron overload", "Cough"]
+  assert qs.documents == 2
+  assert qs.skipped["id-not-in-kg"]["count"] == 1
+  assert "gold.pubtator:5" in qs.skipped["id-not-in-kg"]["first"]
+  assert qs.skipped["mention-without-id"]["count"] == 1
+  bad = ("903|t|Short.\n903|a|Text.\n"
+         "903\t3\t3\tx\tDisease\tHP:0001903\n"
+         "903\t0\t99\tShort\tDisease\tHP:0001903\n"
+         "903\t0\t5\tShart\tDisease\tHP:0001903\n")
+  path = _corpus(tmp_path, bad)
+  qs = qlib.corpus(path, "pubtator", d)
+  for reason in ("empty-mention", "offsets-outside-text",
+                 "mention-text-mismatch"):
+    assert qs.skipped[reason]["count"] == 1, reason
+  assert f"{path}:14" in qs.skipped["empty-mention"]["first"]
+  with pytest.raises(BadInputError, match=r"gold.pubtator:14: .*empty"):
+    qlib.corpus(path, "pubtator", d, strict=True)
+  rep_sets = report.load_queries(d, corpus=path, corpus_format="pubtator")
+  summary = rep_sets[0].summary()
+  assert summary["skipped"]["id-not-in-kg"]["count"] == 1
+
+
+def test_empty_dictionary_and_unknown_prefix_are_clear_errors(tmp_path):
+  with pytest.raises(ValueError, match="dictionary is empty"):
+    dlib.from_names(["A:1"], [[]], {}, "empty.tsv")
+  d = dlib.from_dataset(efx.write_eval_dataset(str(tmp_path / "ds")))
+  assert d.restrict("MONDO:").stats()["concepts_with_names"] == 5
+  with pytest.raises(ValueError, match="no concept .* prefix"):
+    d.restrict("CHEBI:")
+  os.remove(tmp_path / "ds" / "names.tsv")
+  with pytest.raises(FileNotFoundError, match="names.tsv"):
+    dlib.from_dataset(str(tmp_path / "ds"))
+
+
+# ------------------------------------------------------------ CLI
+def test_evaluate_cli_two_models_table_and_json(tmp_path, starter_dir):
+  data = efx.write_eval_dataset(str(tmp_path / "ds"))
+  out = tmp_path / "report.json"
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  r = subprocess.run(
+      [sys.executable, "-m", "bali_jax", "evaluate", "--model", "starter",
+       "--model", starter_dir, "--data", data, "--corpus",
+       _corpus(tmp_path), "--corpus-format", "pubtator", "--out", str(out)],
+      capture_output=True, text=True, env=env, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "| heldout_synonyms | string | starter |" in r.stdout
+  assert "corpus:gold.pubtator" in r.stdout
+  assert "skipped 1 (id-not-in-kg); first:" in r.stderr
+  rep = json.loads(out.read_text())
+  by = {}
+  for row in rep["results"]:
+    by.setdefault((row["queries"], row["representation"]), []).append(row)
+  # the same weights twice (alias and directory): identical figures
+  for rows in by.values():
+    assert len(rows) == 2
+    assert rows[0]["acc@1"] == rows[1]["acc@1"]
+  r = subprocess.run([sys.executable, "-m", "bali_jax", "evaluate",
+                      "--model", "starter", "--data", data, "--restrict",
+                      "CHEBI:"], capture_output=True, text=True, env=env)
+  assert r.returncode == 2 and "CHEBI" in r.stderr
+
+
+# ------------------------------------------------------------ in training
+def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
+  from bali_jax import configs
+  from bali_jax.train.loop import train_and_evaluate
+  cfg = configs.apply_overrides(
+      configs.get_config("tiny").replace(data_dir=tiny_dataset),
+      ["steps=4", "el_eval_every=2", "save_every=100"])
+  run = str(tmp_path / "run")
+  train_and_evaluate(cfg, run)
+  rows = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
+  el = {r["step"]: r for r in rows if "eval_el_acc@1" in r}
+  assert sorted(el) == [2, 4]
+  assert el[4]["eval_el_queries"] >= 1
+  assert os.path.exists(os.path.join(run, "metrics.png"))
+  rep = report.evaluate([run], data_dir=tiny_dataset, progress=False)
+  row = next(r for r in rep["results"] if r["queries"] ==
+             "heldout_synonyms" and r["representation"] == "string")
+  assert abs(row["acc@1"] - el[4]["eval_el_acc@1"]) < 1e-6
+  assert abs(row["mrr"] - el[4]["eval_el_mrr"]) < 1e-6
+  saved = json.load(open(os.path.join(run, "eval_el.json")))
+  assert saved["models"][0]["step"] == 4
