@@ -38,6 +38,8 @@ class TrainConfig:
   warmup_ratio: float = 0.1
   max_warmup_steps: int = 10_000
   grad_clip_norm: float = 0.0  # 0 = off (the authors do not clip)
+  freeze_bert_steps: int = 0  # BERT rate 0 for the first N steps (not in
+  # the authors' code: lets the fresh MLM head and GNN warm up first)
   # masking (spec 1.7, 1.8)
   mlm_probability: float = 0.15
   mlm_max_predictions: int = 0  # K slots per row; 0 = ceil(0.2 * seq_len)

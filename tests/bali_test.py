@@ -115,3 +115,40 @@ def test_bali_params_export_as_plain_bert(tmp_path):
     ref = tm.eval().bert(input_ids=torch.tensor(ids, dtype=torch.long))
   assert np.abs(np.asarray(ours["last_hidden_state"])
                 - ref.last_hidden_state.numpy()).max() <= 1e-5
+
+
+def test_textual_contrastive_objective_matches_numpy_reference():
+  """T-TCL (spec 1.7): NT-Xent between each mention (pooled from its
+  sentence) and its target's sampled name encoded alone, before the GNN."""
+  import jax.numpy as jnp
+  from bali_jax.model.bert import BertModel
+  from bali_jax.model.pooling import mention_pool, name_pool
+  from tests.losses_test import ref_nt_xent
+  cfg, model, params, batch = _setup(textual_contrastive_weight=0.5)
+  m = model.apply({"params": params}, batch)
+  bert = BertModel(cfg.bert)
+  p = {"params": params["bert"]}
+  h = bert.apply(p, batch["input_ids"], segment_ids=batch["segment_ids"])[
+      "last_hidden_state"]
+  e = batch["entity_concept"].shape[1]
+  text = mention_pool(h, batch["mention_token"], batch["mention_entity"],
+                      batch["mention_mask"], e)
+  b, r, ln = batch["name_ids"].shape
+  nh = bert.apply(p, batch["name_ids"].reshape(b * r, ln),
+                  segment_ids=batch["name_segment_ids"].reshape(b * r, ln))[
+                      "last_hidden_state"]
+  nodes = name_pool(nh.reshape(b, r, ln, -1), batch["name_segment_ids"],
+                    batch["node_mask"].shape[1])
+  target = jnp.take_along_axis(nodes, batch["entity_node"][..., None], 1)
+  z = np.concatenate([np.asarray(text).reshape(-1, text.shape[-1]),
+                      np.asarray(target).reshape(-1, text.shape[-1])])
+  ids = batch["entity_concept"].reshape(-1)
+  mask = batch["entity_mask"].reshape(-1)
+  want, _ = ref_nt_xent(z, np.concatenate([ids, ids]),
+                     np.concatenate([mask, mask]), cfg.temperature)
+  np.testing.assert_allclose(float(m["tcl_loss"]), want, rtol=1e-5)
+  np.testing.assert_allclose(
+      float(m["loss"]), float(m["mlm_loss"]) + float(m["align_loss"])
+      + 0.5 * float(m["tcl_loss"]), rtol=1e-6)
+  off = _setup()[1].apply({"params": params}, batch)
+  assert float(off["tcl_loss"]) == 0.0

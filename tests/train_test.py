@@ -279,3 +279,34 @@ def test_init_from_checks_tokenizer_and_loads_bert(tiny_dataset, tmp_path):
   got = jax.device_get(state.params["bert"])
   jax.tree.map(np.testing.assert_array_equal, got,
                jax.device_get(bert["bert"]))
+
+
+def test_frozen_bert_warmup_moves_only_heads_and_gnn(tiny_dataset):
+  cfg = _cfg(tiny_dataset, steps=6, freeze_bert_steps=2, mesh_data=8)
+  spec = data.load_spec(tiny_dataset)
+  mesh = sharding.make_mesh(cfg)
+  tx = make_optimizer(cfg)
+  state, _, _ = create_state(cfg, spec, tx, mesh, jax.random.key(0))
+  start = jax.device_get(state.params)
+  pipe = data.InputPipeline(tiny_dataset, spec, cfg, 0, 1)
+  step = jax.jit(lambda s, b, r: train_step(s, b, r, cfg=cfg, spec=spec,
+                                            tx=tx))
+  snaps, lrs = [], []
+  for i, batch in pipe.train_batches(0):
+    if i == 3:
+      break
+    state, m = step(state, _global(batch, mesh), jax.random.key(1))
+    snaps.append(jax.device_get(state.params))
+    lrs.append(float(m["lr_lm"]))
+  same = lambda a, b: all(jax.tree.leaves(jax.tree.map(
+      lambda x, y: bool(np.array_equal(x, y)), a, b)))
+  for s in snaps[:2]:  # frozen: the BERT is bit-identical, heads move
+    assert same(start["bert"], s["bert"])
+    assert not same(start["gnn"], s["gnn"])
+    assert not same(start["mlm_head"], s["mlm_head"])
+  assert lrs[:2] == [0.0, 0.0]
+  # the third step's rate is the schedule's first (warm-up) value after the
+  # freeze; by then the BERT's own schedule has started
+  assert lrs[2] == 0.0 or not same(start["bert"], snaps[2]["bert"])
+  from bali_jax.train.step import lm_schedule
+  assert float(lm_schedule(cfg)(3)) > 0.0

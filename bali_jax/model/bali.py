@@ -57,6 +57,10 @@ class BaliConfig:
   ms_beta: float = 50.0
   ms_base: float = 0.5
   align_weight: float = 1.0
+  # the authors' optional mention <-> concept-name objective ("T-TCL",
+  # --textual_contrastive_task; spec 1.7): NT-Xent between each mention and
+  # its target's sampled name encoded alone (before the GNN). 0 = off.
+  textual_contrastive_weight: float = 0.0
   keep_pooler: bool = True  # keep the imported pooler for a clean export
 
   def __post_init__(self):
@@ -137,8 +141,16 @@ class BaliModel(nn.Module):
                                            c.ms_beta, c.ms_base)
       n_pos = jnp.zeros((), jnp.int32)
     total = mlm_loss + c.align_weight * align
+    tcl = jnp.zeros((), jnp.float32)
+    if c.textual_contrastive_weight:
+      names = jnp.take_along_axis(nodes, batch["entity_node"][..., None],
+                                  axis=1).reshape(-1, d)  # (B*E, D)
+      tcl, _ = losses.nt_xent_loss(jnp.concatenate([t_flat, names]),
+                                   labels, zmask, c.temperature)
+      total = total + c.textual_contrastive_weight * tcl
     return {
         "loss": total, "mlm_loss": mlm_loss, "align_loss": align,
+        "tcl_loss": tcl,
         "mlm_accuracy": mlm_acc,
         "align_accuracy": losses.retrieval_accuracy(t_flat, g_flat, ids,
                                                     emask),

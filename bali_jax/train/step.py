@@ -32,11 +32,24 @@ class TrainState:
   opt_state: Any
 
 
-def schedule(peak: float, cfg) -> optax.Schedule:
-  warmup = min(int(cfg.warmup_ratio * cfg.steps), cfg.max_warmup_steps)
-  return optax.warmup_cosine_decay_schedule(
+def schedule(peak: float, cfg, frozen_steps: int = 0) -> optax.Schedule:
+  """Warm-up then cosine to 0 over the run; with `frozen_steps`, 0 for
+  those first steps and the same shape over the steps that remain."""
+  steps = max(cfg.steps - frozen_steps, 1)
+  warmup = min(int(cfg.warmup_ratio * steps), cfg.max_warmup_steps)
+  base = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=peak, warmup_steps=warmup,
-      decay_steps=max(cfg.steps, warmup + 1), end_value=0.0)
+      decay_steps=max(steps, warmup + 1), end_value=0.0)
+  if not frozen_steps:
+    return base
+  return lambda step: jnp.where(step < frozen_steps, 0.0,
+                                base(jnp.maximum(step - frozen_steps, 0)))
+
+
+def lm_schedule(cfg) -> optax.Schedule:
+  """The BERT's rate: held at 0 for `freeze_bert_steps` (the fresh MLM
+  head and the GNN warm up against a fixed encoder)."""
+  return schedule(cfg.lr_lm, cfg, cfg.freeze_bert_steps)
 
 
 def _labels(params):
@@ -50,10 +63,12 @@ def _labels(params):
 
 def make_optimizer(cfg) -> optax.GradientTransformation:
   def adamw(lr):
-    return optax.adamw(schedule(lr, cfg), b1=0.9, b2=0.999, eps=1e-8,
+    return optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8,
                        weight_decay=cfg.weight_decay)
+  # adamw scales its decay by the rate too: a frozen BERT stays bit-exact
   tx = optax.multi_transform(
-      {"lm": adamw(cfg.lr_lm), "other": adamw(cfg.lr_other),
+      {"lm": adamw(lm_schedule(cfg)), "other": adamw(schedule(cfg.lr_other,
+                                                              cfg)),
        "frozen": optax.set_to_zero()}, _labels)
   if cfg.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
@@ -120,7 +135,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, cfg,
           + jnp.sum(batch["name_segment_ids"] > 0))
   metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
                  real_tokens=real,
-                 lr_lm=schedule(cfg.lr_lm, cfg)(state.step),
+                 lr_lm=lm_schedule(cfg)(state.step),
                  lr_other=schedule(cfg.lr_other, cfg)(state.step))
   return TrainState(step=state.step + 1, params=params,
                     opt_state=opt_state), metrics
