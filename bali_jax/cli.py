@@ -7,6 +7,8 @@ Commands (stable: users script them):
   evaluate   --model SRC [--model SRC ...] [--data DIR | --kg KG]
              [--corpus FILE --corpus-format pubtator|bern2] [--out FILE]
              zero-shot entity linking, models side by side.
+  ablate     --data DIR --workdir DIR [--steps N] [--variant NAME:k=v,...]
+             short runs with one key changed each, one evaluated table.
 
 SRC is an HF BERT directory (a round trip through our Flax model, verified
 on the way) or `starter` for the open starter model. Training checkpoints
@@ -212,6 +214,20 @@ def cmd_evaluate(args) -> int:
   return 0
 
 
+def cmd_ablate(args) -> int:
+  from bali_jax.eval import ablation
+  variants = None
+  if args.variant:
+    variants = dict(ablation.parse_variant(v) for v in args.variant)
+  out = ablation.run_ablation(args.data, args.workdir, config=args.config,
+                              steps=args.steps, variants=variants,
+                              extra=args.overrides,
+                              baseline=args.baseline)
+  print(ablation.to_markdown(out))
+  print(f"table: {os.path.join(args.workdir, 'ablation.md')}")
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m bali_jax",
                               description=__doc__.split("\n\n")[0])
@@ -266,6 +282,22 @@ def build_parser() -> argparse.ArgumentParser:
   v.add_argument("--num-cpu-devices", type=int, default=0,
                  help="fake CPU devices for this process")
   v.set_defaults(func=cmd_evaluate)
+  a = sub.add_parser("ablate", help="train short runs with one key changed "
+                     "each and evaluate them in one table")
+  a.add_argument("--data", required=True, help="a data_prep dataset")
+  a.add_argument("--workdir", required=True,
+                 help="one run directory per variant, ablation.md/.json")
+  a.add_argument("--config", default="open_default")
+  a.add_argument("--steps", type=int, default=150)
+  a.add_argument("--variant", action="append", default=[],
+                 help="NAME:key=value,key=value (repeat); default: the "
+                 "built-in set (authors, no_mlm, frozen_warmup, "
+                 "masking_0.15, lr_lm_1e-5, tau_0.2, t_tcl, t_tcl_no_mlm)")
+  a.add_argument("--baseline", default=None,
+                 help="first row (default: the preset's init_from)")
+  a.add_argument("overrides", nargs="*",
+                 help="key=value applied to every variant")
+  a.set_defaults(func=cmd_ablate)
   return p
 
 

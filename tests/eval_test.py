@@ -359,3 +359,43 @@ def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
   assert abs(row["mrr"] - el[4]["eval_el_mrr"]) < 1e-6
   saved = json.load(open(os.path.join(run, "eval_el.json")))
   assert saved["models"][0]["step"] == 4
+
+
+def test_ablation_runner_table(tiny_dataset, tmp_path):
+  from bali_jax.eval import ablation
+  work = str(tmp_path / "abl")
+  out = ablation.run_ablation(
+      tiny_dataset, work, config="tiny", steps=2,
+      variants={"authors": [], "no_mlm": ["mlm_probability=0"]},
+      extra=["eval_batches=1"])
+  md = open(os.path.join(work, "ablation.md")).read()
+  assert "| authors |" in md and "| no_mlm |" in md
+  assert "mlm_probability=0" in out["variants"]["no_mlm"]["command"]
+  assert out["variants"]["no_mlm"]["final_mlm_loss"] == 0.0
+  labels = [m["label"] for m in out["evaluate"]["models"]]
+  assert labels == ["authors@2", "no_mlm@2"]
+  # finished runs are not trained again
+  again = ablation.run_ablation(
+      tiny_dataset, work, config="tiny", steps=2,
+      variants={"authors": []}, extra=["eval_batches=1"])
+  assert again["variants"]["authors"]["train_seconds"] < 5
+
+
+def test_dictionary_from_kg_with_alt_ids_and_replaced_terms(tmp_path):
+  obo = tmp_path / "mini.obo"
+  obo.write_text(
+      "format-version: 1.2\n\n[Term]\nid: HP:0001903\nname: Anemia\n"
+      'alt_id: HP:0004840\nsynonym: "Anaemia" EXACT []\n'
+      'synonym: "Low blood" RELATED []\n\n'
+      "[Term]\nid: HP:0001744\nname: Splenomegaly\n\n"
+      "[Term]\nid: HP:0000001\nname: Old anemia term\nis_obsolete: true\n"
+      "replaced_by: HP:0001903\n")
+  d = dlib.from_kg(str(obo))
+  assert d.num_concepts == 2 and sorted(d.names) == ["Anaemia", "Anemia",
+                                                     "Splenomegaly"]
+  node = d.index["HP:0001903"]
+  for old in ("HP:0004840", "hp_0004840", "HP:0000001"):
+    assert qlib.map_id(old, d) == node
+  assert qlib.map_id("HP:1234567", d) is None
+  with pytest.raises(FileNotFoundError, match="no such file"):
+    dlib.from_kg(str(tmp_path / "missing.obo"))
