@@ -86,19 +86,21 @@ def read_obo(path: str, kg: KnowledgeGraph, bad: BadRecords,
       continue
     kg.add_concept(t["id"], names)
     parents += [(t["id"], p.split("!")[0].strip()) for p in t["is_a"]]
+  _finish(kg, parents, aliases, not_linkable)
+  return version
+
+
+def _finish(kg: KnowledgeGraph, parents, aliases, not_linkable) -> None:
+  """Hierarchy edges both ways, aliases, then the not-linkable subtrees
+  (after the edges: they are found through inverse_is_a)."""
   for child, parent in parents:
     if parent in kg.index:
       kg.add_edge(kg.index[child], kg.index[parent], "is_a")
       kg.add_edge(kg.index[parent], kg.index[child], "inverse_is_a")
-  _add_aliases(kg, aliases)
-  mark_not_linkable(kg, not_linkable)
-  return version
-
-
-def _add_aliases(kg: KnowledgeGraph, aliases) -> None:
   for alias, target in aliases:
     if target in kg.index:
       kg.add_alias(alias, kg.index[target])
+  mark_not_linkable(kg, not_linkable)
 
 
 def mark_not_linkable(kg: KnowledgeGraph, roots) -> None:
@@ -147,12 +149,7 @@ def read_cellxgene_json(path: str, kg: KnowledgeGraph, bad: BadRecords,
     kg.add_concept(cid, [label] + list(term.get("synonyms") or []))
     parents += [(cid, a) for a, dist in (term.get("ancestors") or {}).items()
                 if dist == 1]
-  for child, parent in parents:
-    if parent in kg.index:
-      kg.add_edge(kg.index[child], kg.index[parent], "is_a")
-      kg.add_edge(kg.index[parent], kg.index[child], "inverse_is_a")
-  _add_aliases(kg, aliases)
-  mark_not_linkable(kg, not_linkable)
+  _finish(kg, parents, aliases, not_linkable)
 
 
 def _name_index(kg: KnowledgeGraph, prefix: str) -> dict[str, int]:

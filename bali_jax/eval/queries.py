@@ -78,14 +78,19 @@ def finish(qs: QuerySet, d: Dictionary, where=None) -> QuerySet:
   return qs
 
 
+def _dataset_file(data_dir: str, name: str) -> str:
+  path = os.path.join(data_dir, name)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: missing; rebuild the dataset with "
+                            "this version of data_prep")
+  return path
+
+
 def heldout_synonyms(data_dir: str, d: Dictionary,
                      limit: int | None = None, seed: int = 0) -> QuerySet:
   """Held-out synonyms of a dataset (optionally a seeded sample of them)."""
   import numpy as np
-  path = os.path.join(data_dir, "heldout_synonyms.tsv")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: missing; rebuild the dataset with "
-                            "this version of data_prep")
+  path = _dataset_file(data_dir, "heldout_synonyms.tsv")
   qs = QuerySet("heldout_synonyms", [], path)
   with open(path, encoding="utf-8") as f:
     next(f, None)
@@ -106,10 +111,7 @@ def heldout_synonyms(data_dir: str, d: Dictionary,
 
 def test_mentions(data_dir: str, d: Dictionary) -> QuerySet:
   """The mentions of a dataset's test split, with their sentences."""
-  path = os.path.join(data_dir, "test_mentions.jsonl")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: missing; rebuild the dataset with "
-                            "this version of data_prep")
+  path = _dataset_file(data_dir, "test_mentions.jsonl")
   qs = QuerySet("test_mentions", [], path)
   with open(path, encoding="utf-8") as f:
     for lineno, line in enumerate(f, 1):
