@@ -90,7 +90,7 @@ def get_config(name: str) -> TrainConfig:
                                 num_hidden_layers=6, num_attention_heads=12,
                                 intermediate_size=1536), num_layers=5,
                      hidden=384, heads=2),
-        init_from="starter", steps=150, batch_size=8, save_every=50,
+        init_from="starter", steps=100, batch_size=8, save_every=50,
         eval_batches=4)
   if name == "pubmedbert_base":
     return TrainConfig(model=_model(BertConfig(vocab_size=30522), hidden=768),

