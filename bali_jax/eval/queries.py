@@ -14,7 +14,6 @@ Three kinds, each scored on its own:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import os
@@ -206,10 +205,3 @@ def corpus(path: str, fmt: str, d: Dictionary,
     qs.skipped[reason] = info
   return finish(qs, d, lambda i: where_of.get(i, path))
 
-
-def merge_counts(sets: list[QuerySet]) -> dict:
-  c = collections.Counter()
-  for s in sets:
-    for k, v in s.skipped.items():
-      c[k] += v["count"]
-  return dict(c)

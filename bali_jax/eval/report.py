@@ -23,8 +23,6 @@ from bali_jax.eval import dictionary as dictionary_lib
 from bali_jax.eval import linking, queries as queries_lib
 from bali_jax.eval.encoder import Encoder
 
-REPRESENTATIONS = ("string", "sentence")
-
 
 def load_dictionary(data_dir: str | None, kg: str | None,
                     restrict: str | None):
