@@ -23,27 +23,13 @@ import os
 import sys
 import time
 
+from bali_jax.eval.models import is_hf_dir, is_run_dir, load_run
+
 PROBE_SENTENCES = (
     "Hereditary hemochromatosis causes iron overload in the liver.",
     "Patients with Marfan syndrome often present with aortic dilatation.",
     "BRCA1 mutations increase the risk of breast and ovarian cancer.",
 )
-
-
-def _is_run_dir(path: str) -> bool:
-  from bali_jax.eval.models import is_run_dir
-  return is_run_dir(path)
-
-
-def _is_hf_dir(path: str) -> bool:
-  from bali_jax.eval.models import is_hf_dir
-  return is_hf_dir(path)
-
-
-def _load_run(workdir: str):
-  """(BertConfig, params, tokenizer, step) of a run's latest checkpoint."""
-  from bali_jax.eval.models import load_run
-  return load_run(workdir)[:4]
 
 
 def _encode_probe(tokenizer, max_len: int = 32):
@@ -78,9 +64,9 @@ def cmd_export_hf(args) -> int:
   src = open_data.resolve_model_dir(args.source)
   if not os.path.isdir(src):
     raise FileNotFoundError(f"--source {src}: no such directory")
-  if _is_run_dir(src):
+  if is_run_dir(src):
     return _export_run(args, src)
-  if not _is_hf_dir(src):
+  if not is_hf_dir(src):
     raise ValueError(
         f"--source {src}: neither a Hugging Face BERT directory (config.json "
         "+ weights) nor a training run directory (config.json + "
@@ -170,7 +156,7 @@ def cmd_train(args) -> int:
 def _export_run(args, workdir: str) -> int:
   """Exports the BERT (+ MLM head) of a run's latest checkpoint."""
   from bali_jax import hf_export, hf_import
-  bert_cfg, params, tok, step = _load_run(workdir)
+  bert_cfg, params, tok, step, _, _ = load_run(workdir)
   print(f"restored step {step} of {workdir}")
   report = hf_export.export_hf(bert_cfg, params, args.out, tok,
                                dtype=args.dtype,
