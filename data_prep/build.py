@@ -2,8 +2,9 @@
 
 Pipeline: documents -> (link raw text) -> sentences -> tokenized, linked
 sentences (streamed to per-split JSON lines, split by document so evaluation
-never sees training text) -> per view: sampled subgraphs and names -> packed
-rows -> tensorflow-datasets TFRecords. Everything is written under a
+never sees training text) -> per view: sentences in a seeded random order,
+sampled subgraphs and names -> packed rows -> tensorflow-datasets
+TFRecords (`data_prep.views`). Everything is written under a
 temporary sibling of the output directory, renamed into place at the end.
 
 Output directory:
@@ -11,7 +12,10 @@ Output directory:
                            validation, test)
   bali_dataset.json        budgets, tokenizer, counts: what training checks
   tokenizer/               the tokenizer the ids were made with
-  concepts.tsv, relations.tsv, DATA_CARD.md, data_card.json
+  concepts.tsv, relations.tsv, edges.tsv, DATA_CARD.md, data_card.json
+  sentences_train.jsonl    the tokenized, linked train sentences: what
+                           `python -m data_prep add-views` samples more
+                           views from without re-reading the sources
   names.tsv                every name nodes are sampled with (the
                            evaluation dictionary), aliases.tsv
   heldout_synonyms.tsv     synonyms reserved before linking and sampling:
@@ -31,6 +35,7 @@ import shutil
 import tempfile
 import time
 
+import numpy as np
 from tqdm import tqdm
 
 from bali_jax.features import Budgets
@@ -38,10 +43,10 @@ from bali_jax.tokenizer import save_tokenizer
 from data_prep import card
 from data_prep.corpus import split_sentences
 from data_prep.errors import BadInputError, BadRecords
-from data_prep.examples import NameTokens, sample_view, tokenize_document
+from data_prep.examples import NameTokens, tokenize_document
 from data_prep.kg import KnowledgeGraph
 from data_prep.linker import DictionaryLinker, LinkStats
-from data_prep.packing import RowPacker
+from data_prep.views import ORDERS, view_rows
 
 DATASET_NAME = "bali_records"
 SPEC_FILE = "bali_dataset.json"
@@ -57,6 +62,12 @@ class BuildOptions:
   workers: int = 2
   file_format: str = "tfrecord"
   heldout_synonyms: float = 0.1  # fraction reserved for evaluation
+  packing_order: str = "shuffled"  # or "document" (file order; ablation)
+
+  def __post_init__(self):
+    if self.packing_order not in ORDERS:
+      raise ValueError(f"packing_order {self.packing_order!r}; expected "
+                       f"{ORDERS}")
 
 
 def split_of(doc_id: str, o: BuildOptions) -> str:
@@ -140,28 +151,6 @@ def _tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad):
   return counts, link_stats, docs_seen
 
 
-def _views(tmp, split, kg, names, o):
-  """Generator factory of (example id, record) for one split and view."""
-  def gen(view):
-    packer = RowPacker(o.budgets)
-    rows = 0
-    with open(os.path.join(tmp, f"sentences_{split}.jsonl")) as f:
-      for serial, line in enumerate(f):
-        v = sample_view(json.loads(line), kg, names, o.budgets.max_neighbors,
-                        o.seed, view, serial)
-        for rec in packer.add(v):
-          rec["example_id"][...] = rows
-          rows += 1
-          yield rows - 1, rec
-    rec = packer.flush()
-    if rec is not None:
-      rec["example_id"][...] = rows
-      yield rows, rec
-    gen.stats[view] = packer.stats
-  gen.stats = {}
-  return gen
-
-
 def _write_test_mentions(tmp: str) -> None:
   """test_mentions.jsonl: the test sentences as text + mention spans."""
   with open(os.path.join(tmp, "sentences_test.jsonl")) as src, open(
@@ -171,6 +160,15 @@ def _write_test_mentions(tmp: str) -> None:
       dst.write(json.dumps({k: s[k] for k in ("doc", "sent", "text",
                                                "mentions")},
                            separators=(",", ":")) + "\n")
+
+
+def train_row_means(pack: dict) -> dict:
+  """Sentences, entities and nodes per train row (mean over the views):
+  what converts a batch in sentences to rows."""
+  views = [p for k, p in pack.items() if k.startswith("train_view")]
+  key = {"sentences": "mean_sentences_per_row",
+         "entities": "mean_entities_per_row", "nodes": "mean_nodes_per_row"}
+  return {k: float(np.mean([p[v] for p in views])) for k, v in key.items()}
 
 
 def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
@@ -202,7 +200,8 @@ def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
       if counts[split]["sentences"] == 0:
         continue  # tfds cannot write an empty split; the card shows 0
       views = o.views if split == "train" else 1
-      g = _views(tmp, split, kg, names, o)
+      g = view_rows(os.path.join(tmp, f"sentences_{split}.jsonl"), kg, names,
+                    o.budgets, o.seed, o.packing_order)
       for v in range(views):
         name = f"train_view{v}" if split == "train" else split
         gens[name] = (g, v)
@@ -217,7 +216,7 @@ def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
     pack = {name: g.stats[v].to_dict(o.budgets)
             for name, (g, v) in gens.items()}
     _write_test_mentions(tmp)
-    for split in ("train", "validation", "test"):
+    for split in ("validation", "test"):
       os.remove(os.path.join(tmp, f"sentences_{split}.jsonl"))
     save_tokenizer(tokenizer, os.path.join(tmp, "tokenizer"))
     kg.write_tsv(tmp)
@@ -225,7 +224,9 @@ def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
         "dataset": DATASET_NAME, "version": str(builder.VERSION),
         "tfds_dir": f"{DATASET_NAME}/{builder.VERSION}",
         "budgets": o.budgets.to_dict(), "views": o.views, "seed": o.seed,
+        "packing_order": o.packing_order,
         "splits": {k: pack[k]["rows"] for k in pack},
+        "train_row_means": train_row_means(pack),
         "vocab_size": len(tokenizer.get_vocab()),
         "num_concepts": len(kg), "num_relations": len(kg.relations),
         "tokenizer_dir": "tokenizer",

@@ -72,10 +72,15 @@ def to_markdown(c: dict) -> str:
     lines += _table((m["concept"], m["name"], m["mentions"])
                     for m in ln["most_linked"])
   lines += ["", "## Packed rows and padding", "",
-            "| split | rows | sentences | pad tokens | pad name tokens | "
+            "Rows with two sentences of one document: as packed, and if "
+            "sentences were dealt to rows at random (what chance says).", "",
+            "| split | rows | sentences | same-document rows | if random | "
+            "pad tokens | pad name tokens | "
             "unused entity slots | unused node slots | unused edge slots |",
-            "|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|"]
   lines += _table((k, p["rows"], p["sentences"],
+                   f"{p.get('rows_with_two_sentences_of_one_document', 0):.1%}",
+                   f"{p.get('same_document_rows_if_random', 0):.1%}",
                    f"{p['pad_fraction_sentence_tokens']:.1%}",
                    f"{p['pad_fraction_name_tokens']:.1%}",
                    f"{p['unused_entity_slots']:.1%}",

@@ -3,9 +3,11 @@
   python -m data_prep open-default --out DIR [--max-documents N]
   python -m data_prep umls --mrconso MRCONSO.RRF --mrrel MRREL.RRF \
       --corpus FILE --corpus-format bern2|pubtator --out DIR
+  python -m data_prep add-views --data DIR --views N
 
 Common options: --tokenizer (HF dir or `starter`), --views, --seed,
---budgets default|tiny, --workers, --on-bad-record error|skip.
+--budgets default|tiny, --workers, --on-bad-record error|skip,
+--packing-order shuffled|document.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def _options(args):
                       validation_percent=args.validation_percent,
                       test_percent=args.test_percent, workers=args.workers,
                       file_format=args.file_format,
-                      heldout_synonyms=args.heldout_synonyms)
+                      heldout_synonyms=args.heldout_synonyms,
+                      packing_order=args.packing_order)
 
 
 def _tokenizer(name):
@@ -83,6 +86,14 @@ def cmd_umls(args) -> int:
   return _finish(card, args.out)
 
 
+def cmd_add_views(args) -> int:
+  from data_prep.add_views import add_views
+  spec = add_views(args.data, args.views)
+  rows = [spec["splits"][f"train_view{v}"] for v in range(spec["views"])]
+  print(f"{args.data}: {spec['views']} train views, rows per view {rows}")
+  return 0
+
+
 def _common(p):
   p.add_argument("--out", required=True, help="output dataset directory")
   p.add_argument("--tokenizer", default="starter",
@@ -90,7 +101,14 @@ def _common(p):
   p.add_argument("--max-documents", type=int, default=None,
                  help="read at most N documents (quick builds, tests)")
   p.add_argument("--views", type=int, default=2,
-                 help="sampled views of the train split (one per epoch)")
+                 help="sampled views of the train split: epoch e of a run "
+                 "reads view e, so plan one per epoch (more can be added "
+                 "later with `add-views`)")
+  p.add_argument("--packing-order", choices=("shuffled", "document"),
+                 default="shuffled",
+                 help="order sentences are packed into rows: a seeded "
+                 "random order per view (default, as the authors shuffle "
+                 "sentences) or file order (ablation only)")
   p.add_argument("--seed", type=int, default=29)
   p.add_argument("--budgets", choices=("default", "tiny"), default="default")
   p.add_argument("--validation-percent", type=int, default=5)
@@ -124,6 +142,12 @@ def build_parser():
                  required=True)
   _common(u)
   u.set_defaults(func=cmd_umls)
+  a = sub.add_parser("add-views", help="sample more train views of a built "
+                     "dataset (no source is re-read)")
+  a.add_argument("--data", required=True, help="a built dataset directory")
+  a.add_argument("--views", type=int, required=True,
+                 help="views wanted in all (more than it has)")
+  a.set_defaults(func=cmd_add_views)
   return p
 
 
@@ -132,6 +156,7 @@ def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   try:
     return args.func(args)
-  except (BadInputError, FileExistsError, FileNotFoundError) as e:
+  except (BadInputError, FileExistsError, FileNotFoundError,
+          ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -9,13 +9,16 @@ Two stages:
    are dropped, as the authors drop them.
 2. `sample_view`: per epoch view. For each concept a star subgraph of up to K
    neighbours sampled without replacement, and one name sampled per node
-   (synonym sampling), from an RNG seeded by (seed, view, sentence number),
-   so every view is reproducible and independent of worker count.
+   (synonym sampling); fresh in every view and, across views, without
+   replacement (see its docstring). Seeded by (seed, sentence number) and
+   the view, so every view is reproducible and independent of worker
+   count.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -93,20 +96,48 @@ class NameTokens:
     return self.cache[key]
 
 
+def _coprime_step(n: int, k: int) -> int:
+  """The smallest step >= k that is coprime with n: windows starting at
+  v * step (mod n) visit every start before one repeats."""
+  step = max(k, 1)
+  while math.gcd(step, n) != 1:
+    step += 1
+  return step
+
+
 def sample_view(sent: dict, kg: KnowledgeGraph, names: NameTokens,
                 max_neighbors: int, seed: int, view: int,
                 serial: int) -> SentenceView:
-  """Samples neighbours and synonyms for one sentence in one view."""
-  rng = np.random.default_rng([seed, view, serial])
+  """Neighbours and synonyms of one sentence in one view.
+
+  Within a view each draw is uniform, as the authors' (K neighbours without
+  replacement, one name per node). Across views the draws are without
+  replacement: from a view-independent RNG seeded by (seed, sentence
+  number), each entity gets a random cyclic order of its neighbours and a
+  random name offset per node; view v takes the K neighbours starting at
+  v * step in that order (step coprime with their number) and name
+  (offset + v) mod names. So an entity sees every neighbour window and
+  every name once before any repeats, and a sentence's sample repeats only
+  when every part of it has run out of alternatives.
+  """
+  rng = np.random.default_rng([seed, serial])
   neighbors, name_ids = [], []
   for c in sent["concepts"]:
     nbrs = kg.neighbors(c)
-    k = min(max_neighbors, len(nbrs))
-    picked = ([nbrs[j] for j in rng.choice(len(nbrs), size=k, replace=False)]
-              if k else [])
+    n = len(nbrs)
+    order = rng.permutation(n)
+    offsets = rng.integers(0, 2 ** 31, size=n)
+    own = int(rng.integers(0, 2 ** 31))
+    if n <= max_neighbors:
+      positions = list(range(n))
+    else:
+      start = view * _coprime_step(n, max_neighbors)
+      positions = [(start + i) % n for i in range(max_neighbors)]
+    picked = [nbrs[order[p]] for p in positions]
     neighbors.append(picked)
-    nodes = [c] + [n for n, _ in picked]
-    name_ids.append([names.get(n, int(rng.integers(len(kg.names[n]))))
-                     for n in nodes])
+    ids = [names.get(c, (own + view) % len(kg.names[c]))]
+    for p, (u, _) in zip(positions, picked):
+      ids.append(names.get(u, int(offsets[p] + view) % len(kg.names[u])))
+    name_ids.append(ids)
   return SentenceView(sent["ids"], [tuple(l) for l in sent["links"]],
                       sent["concepts"], neighbors, name_ids)

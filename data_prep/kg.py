@@ -158,7 +158,9 @@ class KnowledgeGraph:
   def write_tsv(self, out_dir: str) -> None:
     """concepts.tsv (node id, concept id, preferred name), relations.tsv,
     names.tsv (every name a node may be sampled with: the evaluation
-    dictionary), aliases.tsv (other ids -> node), heldout_synonyms.tsv."""
+    dictionary), edges.tsv (the adjacency, in sampling order), aliases.tsv
+    (other ids -> node), heldout_synonyms.tsv. `read_tsv` reads them back
+    into the graph the views were sampled from."""
     with open(os.path.join(out_dir, "concepts.tsv"), "w",
               encoding="utf-8") as f:
       f.write("node_id\tconcept_id\tname\n")
@@ -173,6 +175,10 @@ class KnowledgeGraph:
       f.write("node_id\tname\n")
       for i, names in enumerate(self.names):
         f.writelines(f"{i}\t{n}\n" for n in names)
+    with open(os.path.join(out_dir, "edges.tsv"), "w", encoding="utf-8") as f:
+      f.write("src_node\trelation_id\tdst_node\n")
+      for i, adj in enumerate(self.adjacency):
+        f.writelines(f"{i}\t{r}\t{j}\n" for j, r in adj)
     with open(os.path.join(out_dir, "aliases.tsv"), "w",
               encoding="utf-8") as f:
       f.write("alias\tnode_id\n")
@@ -184,3 +190,43 @@ class KnowledgeGraph:
       f.write("node_id\tconcept_id\tsynonym\n")
       for i, n in self.heldout or []:
         f.write(f"{i}\t{self.concept_ids[i]}\t{n}\n")
+
+
+def _tsv(path: str):
+  """Rows (lists of fields) of one of our own TSV files, header skipped."""
+  with open(path, encoding="utf-8") as f:
+    next(f)
+    for line in f:
+      yield line.rstrip("\n").split("\t")
+
+
+def read_tsv(data_dir: str) -> KnowledgeGraph:
+  """The graph a dataset was built from, as `write_tsv` wrote it: concepts,
+  names (held-out synonyms already out), relations, edges in sampling
+  order, aliases. Linkability is not stored (nothing samples with it)."""
+  need = ("concepts.tsv", "names.tsv", "relations.tsv", "edges.tsv")
+  missing = [n for n in need if not os.path.exists(os.path.join(data_dir,
+                                                                n))]
+  if missing:
+    raise FileNotFoundError(
+        f"{data_dir}: no {', '.join(missing)} (built by an older data_prep);"
+        " rebuild the dataset to add views to it")
+  kg = KnowledgeGraph()
+  for node, cid, _ in _tsv(os.path.join(data_dir, "concepts.tsv")):
+    if kg.add_concept(cid) != int(node):
+      raise ValueError(f"{data_dir}/concepts.tsv: node ids out of order at "
+                       f"{cid}")
+  for node, name in _tsv(os.path.join(data_dir, "names.tsv")):
+    kg.add_name(int(node), name)
+  for _, rel in _tsv(os.path.join(data_dir, "relations.tsv")):
+    kg.relation_id(rel)
+  for src, rel, dst in _tsv(os.path.join(data_dir, "edges.tsv")):
+    kg.adjacency[int(src)][(int(dst), int(rel))] = None
+  aliases = os.path.join(data_dir, "aliases.tsv")
+  if os.path.exists(aliases):
+    for alias, node in _tsv(aliases):
+      kg.add_alias(alias, int(node))
+  held = os.path.join(data_dir, "heldout_synonyms.tsv")
+  kg.heldout = ([(int(n), syn) for n, _, syn in _tsv(held)]
+                if os.path.exists(held) else [])
+  return kg

@@ -1,11 +1,13 @@
 """Packing sentence views into fixed-shape rows (the record schema).
 
-Greedy and in order: a sentence joins the current row when its tokens,
+Greedy in the order sentences arrive (`data_prep.views` shuffles them): a
+sentence joins the current row when its tokens,
 links, entities, nodes, edges and every concept name (first-fit over the
 row's name rows) all fit; otherwise the row is emitted and a new one starts.
 Rows never split a sentence or a subgraph. A sentence too big for an empty
 row keeps its first entities that fit (their subgraphs whole) and is counted.
-`PackStats` measures padding waste and the packed distribution.
+`PackStats` measures padding waste, the packed distribution and how often
+a row holds two sentences of one document (against what chance gives).
 """
 
 from __future__ import annotations
@@ -17,6 +19,29 @@ import numpy as np
 
 from bali_jax.features import Budgets, empty_record
 from data_prep.examples import SentenceView
+
+
+def same_document_share(doc_codes, row_sizes) -> float:
+  """Share of rows holding at least two sentences of one document."""
+  sizes = np.asarray(row_sizes, np.int64)
+  if not len(sizes):
+    return 0.0
+  row = np.repeat(np.arange(len(sizes)), sizes)
+  key = np.lexsort((np.asarray(doc_codes, np.int64), row))
+  r, d = row[key], np.asarray(doc_codes, np.int64)[key]
+  dup = (r[1:] == r[:-1]) & (d[1:] == d[:-1])
+  return float(len(np.unique(r[1:][dup])) / len(sizes))
+
+
+def random_same_document_share(doc_codes, row_sizes, seed: int = 0,
+                               trials: int = 5) -> float:
+  """The same share if the sentences were dealt to rows of the same sizes at
+  random (mean of a few seeded shuffles): what chance says."""
+  rng = np.random.default_rng(seed)
+  codes = np.asarray(doc_codes, np.int64)
+  return float(np.mean([same_document_share(rng.permutation(codes),
+                                            row_sizes)
+                        for _ in range(trials)]))
 
 
 @dataclasses.dataclass
@@ -33,6 +58,8 @@ class PackStats:
   edges: int = 0
   sentences_per_row: collections.Counter = dataclasses.field(
       default_factory=collections.Counter)
+  doc_codes: list = dataclasses.field(default_factory=list)  # per sentence
+  row_sizes: list = dataclasses.field(default_factory=list)  # in row order
 
   def to_dict(self, b: Budgets) -> dict:
     r = max(self.rows, 1)
@@ -48,6 +75,12 @@ class PackStats:
         "unused_node_slots": 1 - self.nodes / (r * b.max_nodes),
         "unused_edge_slots": 1 - self.edges / (r * b.max_edges),
         "mean_sentences_per_row": self.sentences / r,
+        "mean_entities_per_row": self.entities / r,
+        "mean_nodes_per_row": self.nodes / r,
+        "rows_with_two_sentences_of_one_document": same_document_share(
+            self.doc_codes, self.row_sizes),
+        "same_document_rows_if_random": random_same_document_share(
+            self.doc_codes, self.row_sizes),
         "sentences_per_row": dict(sorted(self.sentences_per_row.items())),
     }
 
@@ -77,6 +110,7 @@ class RowPacker:
     self.rec = empty_record(self.b)
     self.n_sent = self.tok = self.link = self.ent = self.node = self.edge = 0
     self.name_fill = [0] * self.b.name_rows
+    self.docs: list[int] = []
 
   def _needs(self, v: SentenceView):
     names = [n for per in v.names for n in per]
@@ -104,8 +138,9 @@ class RowPacker:
         return t
     return None
 
-  def add(self, v: SentenceView):
-    """Adds a sentence; yields the rows it completes (0 or 1)."""
+  def add(self, v: SentenceView, doc: int = -1):
+    """Adds a sentence of document `doc` (an integer code, for the
+    statistics); yields the rows it completes (0 or 1)."""
     if self._fits(v, empty=True) is None:
       v = self._trim(v)
       if v is None:
@@ -117,6 +152,7 @@ class RowPacker:
       yield self.flush()
       places = self._fits(v)
     self._write(v, places)
+    self.docs.append(doc)
 
   def _write(self, v: SentenceView, places):
     r, s = self.rec, self.n_sent + 1
@@ -167,6 +203,8 @@ class RowPacker:
     st.rows += 1
     st.sentences += self.n_sent
     st.sentences_per_row[self.n_sent] += 1
+    st.doc_codes += self.docs
+    st.row_sizes.append(self.n_sent)
     st.tokens += self.tok
     st.links += self.link
     st.entities += self.ent

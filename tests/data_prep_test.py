@@ -5,6 +5,7 @@ import glob
 import json
 import os
 
+import numpy as np
 import pytest
 
 from bali_jax.features import feature_shapes, tiny_budgets, validate_record
@@ -195,12 +196,9 @@ def test_rebuild_is_byte_identical_and_views_differ(tmp_path, tok):
     with open(f, "rb") as fa, open(f.replace(a, b), "rb") as fb:
       assert fa.read() == fb.read(), f
   v0, v1 = _read(a, "train_view0"), _read(a, "train_view1")
-  same_text = all((x["input_ids"] == y["input_ids"]).all()
-                  for x, y in zip(v0, v1))
   diff_graph = any((x["name_ids"] != y["name_ids"]).any()
                    or (x["node_concept"] != y["node_concept"]).any()
                    for x, y in zip(v0, v1))
-  assert same_text or len(v0) != len(v1)
   assert diff_graph
   c, _, _ = _build(tmp_path, tok, "c", seed=8)
   assert any((x["name_ids"] != y["name_ids"]).any()
@@ -292,3 +290,116 @@ def test_pubtator_reader_maps_ids_through_mrconso(tmp_path):
     list(sources.umls_graph_and_corpus(
         p["mrconso"], p["mrrel"], p["pubtator"], "pubtator", BadRecords(),
         None)[1])
+
+
+# ------------------------------------------- packing order, views, add-views
+def _cohort_documents(n=120):
+  """Documents whose sentences are all distinct (a cohort number in each),
+  so a sentence found in a row names its document unambiguously."""
+  names = ["anemia", "splenomegaly", "iron deficiency anemia",
+           "hereditary hemochromatosis", "anaemia", "bronze diabetes"]
+  for i in range(n):
+    sents = [f"In cohort {i}-{j} {names[(i + j) % 6]} preceded "
+             f"{names[(i + 2 * j + 1) % 6]}." for j in range(3 + i % 3)]
+    yield Document(f"PMID:{5000 + i}", " ".join(sents))
+
+
+def _row_documents(out, split):
+  """Per row, the documents of its sentences (decoded from the records)."""
+  doc_of = {}
+  with open(os.path.join(out, "sentences_train.jsonl")) as f:
+    for line in f:
+      s = json.loads(line)
+      doc_of[tuple(s["ids"])] = s["doc"]
+  rows = []
+  for r in _read(out, split):
+    n = int(r["num_sentences"])
+    rows.append([doc_of[tuple(r["input_ids"][r["segment_ids"] == s])]
+                 for s in range(1, n + 1)])
+  return rows
+
+
+def _same_doc_share(rows):
+  return sum(len(set(r)) < len(r) for r in rows) / len(rows)
+
+
+def test_shuffled_packing_mixes_documents_as_chance_says(tmp_path, tok):
+  import random
+  shares = {}
+  for order in ("shuffled", "document"):
+    out, card, _ = _build(tmp_path, tok, order, docs=_cohort_documents(),
+                          packing_order=order)
+    rows = _row_documents(out, "train_view0")
+    docs = [d for r in rows for d in r]
+    rnd = random.Random(0)
+    chance = []
+    for _ in range(20):  # the same row sizes, sentences dealt at random
+      rnd.shuffle(docs)
+      it = iter(docs)
+      chance.append(_same_doc_share([[next(it) for _ in r] for r in rows]))
+    shares[order] = (_same_doc_share(rows), float(np.mean(chance)))
+    p = card["packing"]["train_view0"]
+    assert p["rows_with_two_sentences_of_one_document"] == pytest.approx(
+        shares[order][0])
+    assert abs(p["same_document_rows_if_random"] - shares[order][1]) < 0.03
+  observed, chance = shares["shuffled"]
+  assert abs(observed - chance) < 0.05, shares
+  observed, chance = shares["document"]
+  assert observed > chance + 0.3, shares  # in file order rows are same-doc
+
+
+def test_views_are_fresh_without_replacement(tmp_path, tok):
+  """Over 3 views no sentence repeats its neighbour/name sample unless
+  every part of it has at most 2 alternatives (then view 0 != view 1
+  whenever any part has 2)."""
+  from data_prep.examples import NameTokens, sample_view
+  from data_prep.kg import read_tsv
+  out, _, _ = _build(tmp_path, tok, "v", docs=_cohort_documents())
+  kg = read_tsv(out)
+  k = tiny_budgets().max_neighbors
+  names = NameTokens(tok, kg, tiny_budgets().max_name_tokens)
+  checked = 0
+  with open(os.path.join(out, "sentences_train.jsonl")) as f:
+    for serial, line in enumerate(f):
+      s = json.loads(line)
+      views = [sample_view(s, kg, names, k, 7, v, serial) for v in range(3)]
+      sig = [(v.neighbors, v.names) for v in views]
+      # alternatives per part: neighbour windows, names of every node
+      parts = []
+      for c in s["concepts"]:
+        n = len(kg.neighbors(c))
+        parts.append(n if n > k else 1)
+        parts += [len(kg.names[u]) for u in
+                  [c] + [x for x, _ in kg.neighbors(c)]]
+      if max(parts) >= 3:
+        assert sig[0] != sig[1] and sig[1] != sig[2] and sig[0] != sig[2]
+        checked += 1
+      elif max(parts) == 2:
+        assert sig[0] != sig[1]
+  assert checked > 0
+  # one view's draws are the authors' kind: K distinct neighbours
+  assert all(len(set(n)) == len(n) for v in views for n in v.neighbors)
+
+
+def test_add_views_equals_building_them_at_once(tmp_path, tok):
+  from data_prep import cli
+  a, _, _ = _build(tmp_path, tok, "a", docs=_cohort_documents(), views=1)
+  b, _, _ = _build(tmp_path, tok, "b", docs=_cohort_documents(), views=3)
+  assert cli.main(["add-views", "--data", a, "--views", "3"]) == 0
+  sa = json.load(open(os.path.join(a, "bali_dataset.json")))
+  sb = json.load(open(os.path.join(b, "bali_dataset.json")))
+  assert sa["views"] == 3 and sa["splits"] == sb["splits"]
+  assert sa["train_row_means"] == pytest.approx(sb["train_row_means"])
+  for v in (1, 2):
+    name = f"bali_records/1.0.0/bali_records-train_view{v}.tfrecord-00000-of-00001"
+    with open(os.path.join(a, name), "rb") as fa, \
+        open(os.path.join(b, name), "rb") as fb:
+      assert fa.read() == fb.read()
+  assert len(_read(a, "train_view2")) == sa["splits"]["train_view2"]
+  assert "train_view2" in open(os.path.join(a, "DATA_CARD.md")).read()
+  assert not glob.glob(os.path.join(a, ".add-views.tmp-*"))
+  # asking for no more views, or a dataset without its sentences: errors
+  assert cli.main(["add-views", "--data", a, "--views", "3"]) == 2
+  os.remove(os.path.join(a, "sentences_train.jsonl"))
+  assert cli.main(["add-views", "--data", a, "--views", "4"]) == 2
+  assert json.load(open(os.path.join(a, "bali_dataset.json")))["views"] == 3

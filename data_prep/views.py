@@ -1,0 +1,89 @@
+"""Views: every sentence with freshly sampled subgraphs and names, packed.
+
+A *view* of a split is one pass over all its tokenized sentences in which
+each sentence gets its own neighbour and synonym sample (method spec 1.4:
+the authors draw afresh every time a sentence is read); epoch e of a run
+reads view e, so no sample is reused unless a run asks for it.
+
+Packing order: sentences are packed in a seeded random permutation per
+view (`order="shuffled"`, the default), the way the authors' loader
+shuffles individual sentences, so the sentences of one row (and one batch)
+come from unrelated documents about as often as chance says.
+`order="document"` keeps file order (consecutive sentences of one abstract
+share a row): kept for the ablation only. The permutation is over the whole
+split through an index of line offsets into the sentence file, so memory is
+one integer per sentence, not the sentences.
+
+The sample of sentence `serial` in view v depends only on (seed, serial,
+v), whatever the packing order (`examples.sample_view`: fresh in every
+view, without replacement across views), so views are reproducible,
+independent of worker count, and a view added later (`add-views`) is
+byte-identical to the same view built at once.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from data_prep.examples import sample_view
+from data_prep.packing import RowPacker
+
+ORDERS = ("shuffled", "document")
+
+
+class SentenceFile:
+  """A JSON-lines file of tokenized sentences, read in any order."""
+
+  def __init__(self, path: str):
+    self.path = path
+    offsets, pos = [], 0
+    with open(path, "rb") as f:
+      for line in f:
+        offsets.append(pos)
+        pos += len(line)
+    self.offsets = np.asarray(offsets, np.int64)
+
+  def __len__(self) -> int:
+    return len(self.offsets)
+
+  def read(self, order: np.ndarray):
+    """Yields (serial, sentence dict) in `order` (serials = line numbers)."""
+    with open(self.path, "rb") as f:
+      for serial in order:
+        f.seek(int(self.offsets[serial]))
+        yield int(serial), json.loads(f.readline())
+
+
+def packing_order(n: int, seed: int, view: int, order: str) -> np.ndarray:
+  if order == "document":
+    return np.arange(n)
+  if order != "shuffled":
+    raise ValueError(f"packing order {order!r}; expected {ORDERS}")
+  return np.random.default_rng([seed, view, 0x5EED]).permutation(n)
+
+
+def view_rows(path: str, kg, names, budgets, seed: int, order: str):
+  """Generator factory: `gen(view)` yields (example id, record) rows of one
+  split; after a view is exhausted, `gen.stats[view]` holds its PackStats."""
+  sentences = SentenceFile(path)
+
+  def gen(view):
+    packer = RowPacker(budgets)
+    rows = 0
+    docs: dict[str, int] = {}
+    for serial, s in sentences.read(packing_order(len(sentences), seed, view,
+                                                  order)):
+      v = sample_view(s, kg, names, budgets.max_neighbors, seed, view, serial)
+      for rec in packer.add(v, docs.setdefault(s["doc"], len(docs))):
+        rec["example_id"][...] = rows
+        rows += 1
+        yield rows - 1, rec
+    rec = packer.flush()
+    if rec is not None:
+      rec["example_id"][...] = rows
+      yield rows, rec
+    gen.stats[view] = packer.stats
+  gen.stats = {}
+  return gen
