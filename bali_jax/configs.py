@@ -30,7 +30,11 @@ class TrainConfig:
   init_from: str = ""  # HF BERT dir (or `starter`); "" = fresh weights
   # schedule and batch (authors: batch 256, ~65k steps)
   steps: int = 100
-  batch_size: int = 16  # global rows per step
+  batch_size: int = 16  # global packed rows per step
+  # the batch as the paper counts it: sentences per step (authors: 256).
+  # > 0: batch_size is derived at start-up from the dataset's measured
+  # sentences per row (`resolve_batch`); 0: batch_size rows as given.
+  batch_sentences: int = 0
   grad_accum_steps: int = 1
   lr_lm: float = 2e-5
   lr_other: float = 1e-4  # GNN, its head and the MLM head
@@ -57,6 +61,10 @@ class TrainConfig:
   log_every: int = 1
   data_shards: int = 0  # fixed input shards; 0 = one per process
   shuffle_buffer: int = 10_000
+  # epoch e reads train view e (fresh neighbour/synonym samples); a run
+  # needing more epochs than views stops before compiling unless this
+  # allows reading view e % views again
+  allow_view_reuse: bool = False
   # mesh (-1 = the rest of the devices)
   mesh_data: int = -1
   mesh_fsdp: int = 1
@@ -90,18 +98,18 @@ def get_config(name: str) -> TrainConfig:
                                 num_hidden_layers=6, num_attention_heads=12,
                                 intermediate_size=1536), num_layers=5,
                      hidden=384, heads=2),
-        init_from="starter", steps=100, batch_size=8, save_every=50,
-        eval_batches=4)
+        init_from="starter", steps=100, batch_size=8, batch_sentences=24,
+        save_every=50, eval_batches=4)
   if name == "pubmedbert_base":
     return TrainConfig(model=_model(BertConfig(vocab_size=30522), hidden=768),
-                       steps=65_000, batch_size=256, save_every=1000,
+                       steps=65_000, batch_sentences=256, save_every=1000,
                        eval_every=5000)
   if name == "biolinkbert_large":
     return TrainConfig(
         model=_model(BertConfig(vocab_size=28895, hidden_size=1024,
                                 num_hidden_layers=24, num_attention_heads=16,
                                 intermediate_size=4096), hidden=768),
-        steps=65_000, batch_size=256, save_every=1000, eval_every=5000)
+        steps=65_000, batch_sentences=256, save_every=1000, eval_every=5000)
   raise ValueError(f"unknown config preset {name!r}; expected tiny, "
                    "open_default, pubmedbert_base or biolinkbert_large")
 
@@ -141,7 +149,12 @@ _SHORTCUTS = {"bert": "model.bert", "gnn": "model.gnn"}
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
-  """`key=value` strings; `bert.x` / `gnn.x` are shortcuts into model."""
+  """`key=value` strings; `bert.x` / `gnn.x` are shortcuts into model.
+  Giving `batch_size` (rows) alone turns a preset's `batch_sentences` off:
+  the batch the user typed is the batch they get."""
+  keys = {item.partition("=")[0] for item in overrides}
+  if "batch_size" in keys and "batch_sentences" not in keys:
+    cfg = cfg.replace(batch_sentences=0)
   for item in overrides:
     key, sep, value = item.partition("=")
     if not sep:
@@ -150,6 +163,34 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     key = f"{_SHORTCUTS[head]}.{rest}" if head in _SHORTCUTS and rest else key
     cfg = _set(cfg, key, value)
   return cfg
+
+
+def batch_multiple(cfg: TrainConfig, num_devices: int,
+                   process_count: int = 1) -> int:
+  """Rows per step must be a multiple of this (mesh x accumulation x
+  input shards)."""
+  import math
+  from bali_jax.train.sharding import mesh_shape
+  data, fsdp, _ = mesh_shape(cfg, num_devices)
+  return math.lcm(data * fsdp * cfg.grad_accum_steps,
+                  cfg.data_shards or process_count)
+
+
+def resolve_batch(cfg: TrainConfig, spec: dict, num_devices: int,
+                  process_count: int = 1) -> TrainConfig:
+  """`batch_sentences` -> `batch_size` rows, from the dataset's measured
+  mean sentences per train row, rounded to the nearest valid multiple."""
+  if not cfg.batch_sentences:
+    return cfg
+  per_row = spec.get("train_row_means", {}).get("sentences")
+  if not per_row:
+    raise ValueError(
+        f"batch_sentences={cfg.batch_sentences}: {cfg.data_dir} does not "
+        "record its sentences per row (built by an older data_prep); "
+        "rebuild it, or give batch_size in rows with batch_sentences=0")
+  m = batch_multiple(cfg, num_devices, process_count)
+  rows = max(m, int(round(cfg.batch_sentences / per_row / m)) * m)
+  return cfg.replace(batch_size=rows)
 
 
 def validate(cfg: TrainConfig, num_devices: int, spec: dict | None) -> None:

@@ -7,9 +7,11 @@ only its own contiguous block of shards. So the global batches, and the
 losses, do not depend on how many processes read them (a 2-process run
 equals a 1-process run), and nobody reads another process's data.
 
-Epoch e reads the view `train_view{e % views}` (a new neighbour/synonym
-sample per epoch, as the authors resample per load) in an order shuffled
-from (seed, epoch, shard). The position is a pure function of the step, so
+Epoch e reads the view `train_view{e}` (a new neighbour/synonym sample per
+epoch, as the authors resample every time a sentence is read) in an order
+shuffled from (seed, epoch, shard). A run planned for more epochs than the
+dataset has views stops here, before anything compiles, with the command
+that adds them (`allow_view_reuse=true` reads view e % views instead). The position is a pure function of the step, so
 a resumed run re-enters the same epoch at the same batch.
 """
 
@@ -62,9 +64,24 @@ class InputPipeline:
         raise ValueError(
             f"train_view{v} has {spec['splits'][f'train_view{v}']} rows: too "
             f"few for {self.shards} shards x {self.shard_batch} rows")
+    need = self.epochs_needed()
+    if need > spec["views"] and not cfg.allow_view_reuse:
+      raise ValueError(
+          f"steps={cfg.steps} of {cfg.batch_size} rows need {need} epochs, "
+          f"but {data_dir} has {spec['views']} train views and each epoch "
+          "reads a fresh one; add views with `python -m data_prep add-views "
+          f"--data {data_dir} --views {need}` (or set allow_view_reuse=true "
+          "to read the same samples again)")
+
+  def epochs_needed(self) -> int:
+    return self.position(self.cfg.steps - 1)[0] + 1
+
+  def view(self, epoch: int) -> str:
+    """The split epoch `epoch` reads."""
+    return f"train_view{epoch % self.spec['views']}"
 
   def steps_per_epoch(self, epoch: int) -> int:
-    n = self.spec["splits"][f"train_view{epoch % self.spec['views']}"]
+    n = self.spec["splits"][self.view(epoch)]
     return (n // self.shards) // self.shard_batch
 
   def position(self, step: int) -> tuple[int, int]:
@@ -103,7 +120,7 @@ class InputPipeline:
     epoch, index = self.position(start_step)
     step = start_step
     while True:
-      view = f"train_view{epoch % self.spec['views']}"
+      view = self.view(epoch)
       n = self.spec["splits"][view]
       steps = self.steps_per_epoch(epoch)
       parts = [self._shard_ds(view, n, s,

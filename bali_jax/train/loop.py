@@ -164,15 +164,37 @@ def _startup(cfg, mesh, state, compiled, flops, peak):
     print(line)
 
 
+def _batch_line(cfg, spec, pipe) -> str:
+  """What one step holds, in the paper's units (sentences), from the
+  dataset's measured means per row."""
+  means = spec.get("train_row_means")
+  line = f"batch: {cfg.batch_size} rows per step"
+  if cfg.batch_sentences:
+    line += f" (batch_sentences={cfg.batch_sentences})"
+  if means:
+    line += (f", about {cfg.batch_size * means['sentences']:.0f} sentences,"
+             f" {cfg.batch_size * means['entities']:.0f} entities, "
+             f"{cfg.batch_size * means['nodes']:.0f} graph nodes")
+  return (line + f"; {pipe.epochs_needed()} epoch(s) of {spec['views']} "
+          "train view(s)")
+
+
 def train_and_evaluate(cfg, workdir: str) -> dict:
   """Trains (or resumes) and returns the last step's metrics."""
   spec = data.load_spec(cfg.data_dir)
+  cfg = configs.resolve_batch(cfg, spec, jax.device_count(),
+                              jax.process_count())
   configs.validate(cfg, jax.device_count(), spec)
   check_same_run(cfg)
+  # before anything compiles: data shape and view checks
+  pipe = data.InputPipeline(cfg.data_dir, spec, cfg, jax.process_index(),
+                            jax.process_count(),
+                            typed_relations=bool(cfg.model.gnn.num_relations))
   lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   if lead:
     print("resolved config:\n" + cfg.to_json())
+    print(_batch_line(cfg, spec, pipe))
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(cfg.to_json())
     # the run carries its tokenizer and record spec: an export never needs
@@ -194,9 +216,6 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     print(f"resumed from step {start} (epoch, batch) = "
           f"{tuple(meta['position'])}")
   start = start or 0
-  pipe = data.InputPipeline(cfg.data_dir, spec, cfg, jax.process_index(),
-                            jax.process_count(),
-                            typed_relations=bool(cfg.model.gnn.num_relations))
   local_rows = cfg.batch_size // jax.process_count()
   example = _global(data.example_batch(
       spec, local_rows, typed_relations=bool(cfg.model.gnn.num_relations)),
