@@ -22,27 +22,35 @@ Array = jax.Array
 _BIG_NEG = -1e30  # finite "minus infinity": keeps gradients NaN-free
 
 
-def mlm_loss(logits: Array, labels: Array, weights: Array
+def mlm_sums(logits: Array, labels: Array, weights: Array
              ) -> tuple[Array, Array, Array]:
-  """Mean cross-entropy over selected tokens.
+  """Summed cross-entropy, correct predictions and count over the selected
+  tokens: what a batch split into micro-batches adds up exactly.
 
   Args:
     logits: (..., K, V) vocabulary logits at the K selected positions.
     labels: (..., K) original token ids.
     weights: (..., K) 1 for real selections, 0 for padding slots.
-  Returns:
-    (loss, accuracy, number of selected tokens); loss and accuracy are 0
-    when nothing is selected.
   """
   logits = logits.astype(jnp.float32)
   w = weights.astype(jnp.float32)
   logp = jax.nn.log_softmax(logits, axis=-1)
   nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
-  n = jnp.sum(w)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  return jnp.sum(nll * w), jnp.sum(correct * w), jnp.sum(w)
+
+
+def mlm_loss(logits: Array, labels: Array, weights: Array
+             ) -> tuple[Array, Array, Array]:
+  """Mean cross-entropy over selected tokens (shapes as `mlm_sums`).
+
+  Returns:
+    (loss, accuracy, number of selected tokens); loss and accuracy are 0
+    when nothing is selected.
+  """
+  nll, correct, n = mlm_sums(logits, labels, weights)
   denom = jnp.maximum(n, 1.0)
-  loss = jnp.sum(nll * w) / denom
-  acc = jnp.sum((jnp.argmax(logits, -1) == labels) * w) / denom
-  return loss, acc, n
+  return nll / denom, correct / denom, n
 
 
 def cosine_similarity_matrix(x: Array, y: Array, eps: float = 1e-12) -> Array:

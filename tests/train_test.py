@@ -219,6 +219,45 @@ def test_config_errors_fail_before_compiling(tiny_dataset):
       7, 4, "bfloat16", 3e-5)
 
 
+def test_batch_in_sentences_becomes_rows(tiny_dataset):
+  spec = data.load_spec(tiny_dataset)
+  per_row = spec["train_row_means"]["sentences"]
+  cfg = _cfg(tiny_dataset, batch_sentences=40)
+  rows = configs.resolve_batch(cfg, spec, 8).batch_size
+  assert rows % 8 == 0 and abs(rows * per_row - 40) <= 4 * per_row
+  assert configs.resolve_batch(cfg.replace(batch_sentences=1), spec,
+                               8).batch_size == 8  # at least one per shard
+  # presets count sentences; a batch_size typed alone is taken as rows
+  base = configs.get_config("pubmedbert_base")
+  assert base.batch_sentences == 256
+  assert configs.apply_overrides(base, ["batch_size=64"]).batch_sentences == 0
+  with pytest.raises(ValueError, match="older data_prep"):
+    configs.resolve_batch(cfg, {**spec, "train_row_means": {}}, 8)
+
+
+def test_more_epochs_than_views_stops_before_compiling(tiny_dataset,
+                                                       tmp_path):
+  import shutil
+  from data_prep.add_views import add_views
+  spec = data.load_spec(tiny_dataset)
+  per_epoch = spec["splits"]["train_view0"] // 8
+  cfg = _cfg(tiny_dataset, steps=2 * per_epoch + 1)  # 3 epochs, 2 views
+  t0 = time.time()
+  with pytest.raises(ValueError, match=r"need 3 epochs.*add-views --data "
+                     rf"{tiny_dataset} --views 3"):
+    train_and_evaluate(cfg, str(tmp_path / "run"))
+  assert time.time() - t0 < 30  # nothing compiled
+  assert data.InputPipeline(tiny_dataset, spec, cfg.replace(
+      allow_view_reuse=True), 0, 1).view(2) == "train_view0"
+  more = str(tmp_path / "more")
+  shutil.copytree(tiny_dataset, more)
+  spec = add_views(more, 3)
+  pipe = data.InputPipeline(more, spec, cfg.replace(data_dir=more), 0, 1)
+  assert pipe.epochs_needed() == 3
+  assert [pipe.view(e) for e in range(3)] == [f"train_view{v}"
+                                             for v in range(3)]
+
+
 def test_launch_script_modes_dry_run():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   run = lambda *a: subprocess.run(["bash", "launch/train.sh", *a],
@@ -233,6 +272,57 @@ def test_launch_script_modes_dry_run():
   assert "data_dir=/d" in slurm.stdout and "export-hf" in slurm.stdout
   assert run("--mode", "tpu-pod", "--dry-run").returncode == 2
   assert run("--bogus").returncode == 2
+
+
+def test_accumulation_equals_one_big_batch(tiny_dataset):
+  """GradCache: with dropout off and the same masks, 4 micro-batches give
+  the loss, metrics and gradients of one batch of 4x the rows to 1e-5
+  (float32), alignment and T-TCL included; a mean of per-micro-batch
+  losses (fewer negatives, MLM a mean of means) does not."""
+  import flax.linen as nn
+  from bali_jax.model.bali import BaliModel, objective
+  from bali_jax.train.step import (_corrupt, _grads_accumulated,
+                                   _grads_one_batch, init_state)
+  off = {"bert.hidden_dropout_prob": 0, "bert.attention_probs_dropout_prob":
+         0, "gnn.dropout": 0, "gnn.attention_dropout": 0,
+         "model.textual_contrastive_weight": 1}
+  cfg = _cfg(tiny_dataset, grad_accum_steps=4, **off)
+  spec = data.load_spec(tiny_dataset)
+  pipe = data.InputPipeline(tiny_dataset, spec, cfg, 0, 1)
+  _, batch = next(pipe.train_batches(0))
+  assert batch["input_ids"].shape[0] == 8
+  r_mask, r_drop = jax.random.split(jax.random.key(3))
+  b = _corrupt(cfg, spec, batch, r_mask)
+  tx = make_optimizer(cfg)
+  params = nn.meta.unbox(init_state(cfg, jax.random.key(0), b, tx).params)
+  model = BaliModel(cfg.model)
+  g1, m1 = jax.jit(lambda p: _grads_one_batch(model, p, b, r_drop))(params)
+  g4, m4 = jax.jit(lambda p: _grads_accumulated(model, cfg, p, b, r_drop,
+                                                4))(params)
+  for k in ("loss", "mlm_loss", "align_loss", "tcl_loss", "align_accuracy",
+            "num_positive_pairs", "num_mlm_tokens"):
+    np.testing.assert_allclose(float(m4[k]), float(m1[k]), rtol=1e-5,
+                               atol=1e-6, err_msg=k)
+
+  # 1e-5 relative to each leaf's largest gradient; leaves whose true
+  # gradient is zero (attention key biases: softmax ignores a shift shared
+  # by all keys) hold only round-off, compared at 1e-3 of the largest
+  top = max(float(np.max(np.abs(x))) for x in jax.tree.leaves(g1))
+
+  def err(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(b))),
+                                              1e-3 * top)
+
+  errs = jax.tree_util.tree_leaves_with_path(jax.tree.map(err, g4, g1))
+  assert max(e for _, e in errs) < 1e-5, max(errs, key=lambda kv: kv[1])
+  assert any(np.any(np.asarray(x) != 0) for x in jax.tree.leaves(g1["gnn"]))
+  # what accumulation used to compute: per-micro-batch losses, averaged
+  micro = jax.tree.map(lambda x: x.reshape((4, -1) + x.shape[1:]), b)
+  per = [float(model.apply({"params": params},
+                           jax.tree.map(lambda x: x[i], micro))["loss"])
+         for i in range(4)]
+  assert abs(np.mean(per) - float(m1["loss"])) > 1e-3
 
 
 def test_gradient_accumulation_and_bfloat16_step(tiny_dataset):

@@ -10,7 +10,8 @@ Forward pass (method spec 1.10), all fixed shapes, padding handled by masks:
      (masked mean per name, gradients flow into the BERT).
   4. GATv2 over each example's star subgraphs -> g_v at the target nodes.
   5. NT-Xent (or MS-loss) over concat(e, g) with labels concat(ids, ids)
-     on the global batch -> L_align. Total = L_MLM + weight * L_align
+     on the global batch -> L_align (`objective`; under gradient
+     accumulation over all micro-batches together, see train/step.py). Total = L_MLM + weight * L_align
      (weight 1, as the authors' code, which never applies its weight flag).
 
 Batch keys (B example rows; the record schema fixes the sizes):
@@ -82,11 +83,18 @@ def _layer_states(out: dict, layer: int):
 
 class BaliModel(nn.Module):
   """Parameters: {"bert", "mlm_head", "gnn"}; only "bert" is exported as
-  the encoder (the MLM head exports as BertForMaskedLM's head)."""
+  the encoder (the MLM head exports as BertForMaskedLM's head).
+
+  `__call__` returns the losses and metrics of `objective`; with
+  `embeddings_only=True` it stops before the losses and returns what they
+  are made of (`embed`), so a step can gather the embeddings of several
+  micro-batches and take the contrastive loss over all of them.
+  """
   config: BaliConfig
 
   @nn.compact
-  def __call__(self, batch: dict, deterministic: bool = True) -> dict:
+  def __call__(self, batch: dict, deterministic: bool = True,
+               embeddings_only: bool = False) -> dict:
     c = self.config
     bc = c.bert
     bert = BertModel(bc, add_pooler=c.keep_pooler, name="bert")
@@ -98,8 +106,8 @@ class BaliModel(nn.Module):
     h = out["last_hidden_state"]  # (B, L, D)
     sel = jnp.take_along_axis(h, batch["mlm_positions"][..., None], axis=1)
     logits = MlmHead(bc, name="mlm_head")(sel)  # (B, K, V) f32
-    mlm_loss, mlm_acc, n_mlm = losses.mlm_loss(
-        logits, batch["mlm_labels"], batch["mlm_weights"])
+    nll, correct, n_mlm = losses.mlm_sums(logits, batch["mlm_labels"],
+                                          batch["mlm_weights"])
     num_ent = batch["entity_concept"].shape[1]
     text = mention_pool(_layer_states(out, c.sentence_pooling_layer),
                         batch["mention_token"], batch["mention_entity"],
@@ -124,38 +132,61 @@ class BaliModel(nn.Module):
     g = GraphEncoder(c.gnn, bc.hidden_size, bc.layer_norm_eps,
                      deterministic, name="gnn")(graph, batch["entity_node"],
                                                 batch["edge_mask"])
-
-    # ---- alignment on the global batch (GSPMD inserts the gathers)
-    d = text.shape[-1]
-    ids = batch["entity_concept"].reshape(-1)
-    emask = batch["entity_mask"].reshape(-1)
-    t_flat = text.reshape(-1, d)
-    g_flat = g.reshape(-1, d).astype(jnp.float32)
-    z = jnp.concatenate([t_flat, g_flat])  # (2M, D)
-    labels = jnp.concatenate([ids, ids])
-    zmask = jnp.concatenate([emask, emask])
-    if c.align_loss == "infonce":
-      align, n_pos = losses.nt_xent_loss(z, labels, zmask, c.temperature)
-    else:
-      align = losses.multi_similarity_loss(z, labels, zmask, c.ms_alpha,
-                                           c.ms_beta, c.ms_base)
-      n_pos = jnp.zeros((), jnp.int32)
-    total = mlm_loss + c.align_weight * align
-    tcl = jnp.zeros((), jnp.float32)
-    if c.textual_contrastive_weight:
-      names = jnp.take_along_axis(nodes, batch["entity_node"][..., None],
-                                  axis=1).reshape(-1, d)  # (B*E, D)
-      tcl, _ = losses.nt_xent_loss(jnp.concatenate([t_flat, names]),
-                                   labels, zmask, c.temperature)
-      total = total + c.textual_contrastive_weight * tcl
-    return {
-        "loss": total, "mlm_loss": mlm_loss, "align_loss": align,
-        "tcl_loss": tcl,
-        "mlm_accuracy": mlm_acc,
-        "align_accuracy": losses.retrieval_accuracy(t_flat, g_flat, ids,
-                                                    emask),
-        "num_mlm_tokens": n_mlm,
-        "num_entities": jnp.sum(emask),
+    emb = {
+        "text": text.astype(jnp.float32),  # (B, E, D)
+        "graph": g.astype(jnp.float32),  # (B, E, D)
+        "mlm_nll": nll, "mlm_correct": correct, "mlm_count": n_mlm,
+        "entity_concept": batch["entity_concept"],  # (B, E)
+        "entity_mask": batch["entity_mask"],  # (B, E)
         "num_nodes": jnp.sum(batch["node_mask"]),
-        "num_positive_pairs": n_pos,
     }
+    if c.textual_contrastive_weight:  # target names encoded alone
+      emb["names"] = jnp.take_along_axis(
+          nodes, batch["entity_node"][..., None], axis=1).astype(
+              jnp.float32)  # (B, E, D)
+    return emb if embeddings_only else objective(c, emb)
+
+
+# embedding entries the losses are differentiated through (GradCache)
+DIFFERENTIABLE = ("text", "graph", "names", "mlm_nll")
+
+
+def objective(c: BaliConfig, emb: dict) -> dict:
+  """Losses and metrics from `BaliModel(..., embeddings_only=True)` outputs
+  of one batch, or of several micro-batches concatenated along the rows:
+  MLM is averaged over all selected tokens, NT-Xent runs over all entities
+  (every other entity of the global batch is a negative)."""
+  d = emb["text"].shape[-1]
+  ids = emb["entity_concept"].reshape(-1)
+  emask = emb["entity_mask"].reshape(-1)
+  t_flat = emb["text"].reshape(-1, d)  # (M, D)
+  g_flat = emb["graph"].reshape(-1, d)
+  z = jnp.concatenate([t_flat, g_flat])  # (2M, D)
+  labels = jnp.concatenate([ids, ids])
+  zmask = jnp.concatenate([emask, emask])
+  if c.align_loss == "infonce":
+    align, n_pos = losses.nt_xent_loss(z, labels, zmask, c.temperature)
+  else:
+    align = losses.multi_similarity_loss(z, labels, zmask, c.ms_alpha,
+                                         c.ms_beta, c.ms_base)
+    n_pos = jnp.zeros((), jnp.int32)
+  denom = jnp.maximum(jnp.sum(emb["mlm_count"]), 1.0)
+  mlm_loss = jnp.sum(emb["mlm_nll"]) / denom
+  total = mlm_loss + c.align_weight * align
+  tcl = jnp.zeros((), jnp.float32)
+  if c.textual_contrastive_weight:
+    names = emb["names"].reshape(-1, d)
+    tcl, _ = losses.nt_xent_loss(jnp.concatenate([t_flat, names]),
+                                 labels, zmask, c.temperature)
+    total = total + c.textual_contrastive_weight * tcl
+  return {
+      "loss": total, "mlm_loss": mlm_loss, "align_loss": align,
+      "tcl_loss": tcl,
+      "mlm_accuracy": jnp.sum(emb["mlm_correct"]) / denom,
+      "align_accuracy": losses.retrieval_accuracy(t_flat, g_flat, ids,
+                                                  emask),
+      "num_mlm_tokens": jnp.sum(emb["mlm_count"]),
+      "num_entities": jnp.sum(emask),
+      "num_nodes": jnp.sum(emb["num_nodes"]),
+      "num_positive_pairs": n_pos,
+  }

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from bali_jax.train import masking
-from bali_jax.model.bali import BaliModel
+from bali_jax.model.bali import DIFFERENTIABLE, BaliModel, objective
 
 
 @flax.struct.dataclass
@@ -95,40 +95,79 @@ def _corrupt(cfg, spec, batch, rng):
       name_masking_prob=cfg.concept_name_masking_prob)
 
 
-def train_step(state: TrainState, batch: dict, rng: jax.Array, *, cfg,
-               spec, tx) -> tuple[TrainState, dict]:
-  """One optimiser update (optionally over several micro-batches)."""
-  model = BaliModel(cfg.model)
-  rng = jax.random.fold_in(rng, state.step)
-  n_micro = cfg.grad_accum_steps
-
-  def loss_fn(params, micro, r):
-    r_mask, r_drop = jax.random.split(r)
-    mb = _corrupt(cfg, spec, micro, r_mask)
-    m = model.apply({"params": params}, mb, deterministic=False,
+def _grads_one_batch(model, params, batch, r_drop):
+  def loss_fn(p):
+    m = model.apply({"params": p}, batch, deterministic=False,
                     rngs={"dropout": r_drop})
     return m["loss"], m
+  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  return grads, metrics
 
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  if n_micro == 1:
-    (_, metrics), grads = grad_fn(state.params, batch, rng)
+
+def _grads_accumulated(model, cfg, params, batch, r_drop, n_micro):
+  """Gradients of the loss of the WHOLE batch at the memory of one
+  micro-batch (GradCache, Gao et al. 2021): (1) embed every micro-batch
+  without gradients; (2) take the loss over all embeddings together and its
+  gradient with respect to them; (3) per micro-batch, recompute the
+  embeddings (same dropout) and back-propagate that gradient through them
+  (a VJP). Exactly the loss and gradients of one big batch (NT-Xent sees
+  every entity of the batch, MLM averages over all selected tokens), for
+  one extra forward pass."""
+  micro = jax.tree.map(lambda x: x.reshape((n_micro, -1) + x.shape[1:]),
+                       batch)
+
+  def embed(p, mb, i):
+    return model.apply({"params": p}, mb, deterministic=False,
+                       rngs={"dropout": jax.random.fold_in(r_drop, i)},
+                       embeddings_only=True)
+
+  def split(emb):
+    return ({k: v for k, v in emb.items() if k in DIFFERENTIABLE},
+            {k: v for k, v in emb.items() if k not in DIFFERENTIABLE})
+
+  idx = jnp.arange(n_micro)
+  embs = jax.lax.map(lambda xs: embed(params, *xs), (micro, idx))  # (n, ..)
+  # micro-batch i holds rows i*Bm .. (i+1)*Bm - 1: merge (n, Bm) -> (B,)
+  merged = jax.tree.map(
+      lambda x: x.reshape((-1,) + x.shape[2:]) if x.ndim > 1 else x, embs)
+  diff, rest = split(merged)
+
+  def total(d):
+    m = objective(cfg.model, {**d, **rest})
+    return m["loss"], m
+
+  (_, metrics), d_grad = jax.value_and_grad(total, has_aux=True)(diff)
+  d_grad = jax.tree.map(lambda g, e: g.reshape(e.shape), d_grad,
+                        split(embs)[0])  # back to (n, ...) per micro-batch
+
+  def body(acc, xs):
+    mb, i, g_i = xs
+    _, vjp = jax.vjp(lambda p: split(embed(p, mb, i))[0], params)
+    (g,) = vjp(g_i)
+    return jax.tree.map(jnp.add, acc, g), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  grads, _ = jax.lax.scan(body, zeros, (micro, idx, d_grad))
+  return grads, metrics
+
+
+def train_step(state: TrainState, batch: dict, rng: jax.Array, *, cfg,
+               spec, tx) -> tuple[TrainState, dict]:
+  """One optimiser update (optionally over several micro-batches).
+
+  The batch is corrupted once as a whole (the masks do not depend on how
+  it is split); with `grad_accum_steps > 1` the gradients come from
+  `_grads_accumulated`, equal to one pass over the whole batch.
+  """
+  model = BaliModel(cfg.model)
+  rng = jax.random.fold_in(rng, state.step)
+  r_mask, r_drop = jax.random.split(rng)
+  corrupted = _corrupt(cfg, spec, batch, r_mask)
+  if cfg.grad_accum_steps == 1:
+    grads, metrics = _grads_one_batch(model, state.params, corrupted, r_drop)
   else:
-    micro = jax.tree.map(
-        lambda x: x.reshape((n_micro, -1) + x.shape[1:]), batch)
-
-    def body(acc, xs):
-      mb, i = xs
-      (_, m), g = grad_fn(state.params, mb, jax.random.fold_in(rng, i))
-      return jax.tree.map(jnp.add, acc, (g, m)), None
-
-    (_, m_shape), g_shape = jax.eval_shape(
-        grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), rng)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                         (g_shape, m_shape))
-    (grads, metrics), _ = jax.lax.scan(body, zeros,
-                                       (micro, jnp.arange(n_micro)))
-    grads = jax.tree.map(lambda g: g / n_micro, grads)
-    metrics = jax.tree.map(lambda m: m / n_micro, metrics)
+    grads, metrics = _grads_accumulated(model, cfg, state.params, corrupted,
+                                        r_drop, cfg.grad_accum_steps)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   real = (jnp.sum(batch["segment_ids"] > 0)
