@@ -240,7 +240,9 @@ def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
       json.dump(spec, f, indent=2)
     data_card = card.make_card(
         kg=kg, counts=counts, docs_seen=docs_seen, pack=pack, bad=bad,
-        link=link_stats.to_dict(kg) if linker is not None else None,
+        link=({**link_stats.to_dict(kg),
+               "precision_rules": linker.rules_removed()}
+              if linker is not None else None),
         options=o, extra=extra or {}, seconds=time.time() - t0)
     card.write_card(tmp, data_card)
     if os.path.exists(out_dir):

@@ -71,6 +71,12 @@ def to_markdown(c: dict) -> str:
               "| concept | name | mentions |", "|---|---|---|"]
     lines += _table((m["concept"], m["name"], m["mentions"])
                     for m in ln["most_linked"])
+    if ln.get("precision_rules"):
+      lines += ["", "Names kept from linking by the precision rules "
+                "(data_prep/linker.py):", "",
+                "| rule | names | examples |", "|---|---|---|"]
+      lines += _table((r, v["names"], ", ".join(v["examples"]))
+                      for r, v in ln["precision_rules"].items())
   lines += ["", "## Packed rows and padding", "",
             "Rows with two sentences of one document: as packed, and if "
             "sentences were dealt to rows at random (what chance says).", "",

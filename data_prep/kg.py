@@ -52,6 +52,9 @@ class KnowledgeGraph:
     self._rel_index: dict[str, int] = {}
     self.adjacency: list[dict[tuple[int, int], None]] = []
     self.linkable: list[bool] = []  # may the dictionary linker use it?
+    # node -> names that are concept names but never link text (OBO
+    # synonyms of a scope other than EXACT)
+    self.link_excluded: dict[int, set[str]] = {}
     self.sources: list[Source] = []
     self.notes: dict = {}  # reader statistics for the data card
     self.heldout: list[tuple[int, str]] | None = None  # (node, synonym)

@@ -17,12 +17,28 @@ linkable by the graph readers (those subtrees, and genes, whose symbols are
 ambiguous words), (2) names shorter than `min_chars` or made of digits and
 punctuation only, (3) a stop-list of generic words. `LinkStats` reports
 what was linked so it can be spot-checked in the data card.
+
+Precision rules for synonyms (names other than a concept's preferred
+label, the first name):
+* scopes: a reader may mark names as not for linking (`kg.link_excluded`:
+  OBO RELATED/BROAD/NARROW synonyms feed the concept's names but never
+  link text; only the label and EXACT synonyms do);
+* single common words: a one-word synonym does not link by itself when it
+  is a general English word (a whole-word entry of the general-domain
+  vocabulary of the starter BERT: "wound" for injury, "face", "weakness")
+  or a modifier that occurs as a word in the names of at least
+  `modifier_concepts` other concepts ("pituitary" for hypophysitis occurs
+  in 151), unless it is a spelling or plural variant of the label
+  ("Anaemia", "Seizures"). The label itself always links. What the rules
+  removed is counted in the data card.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
+import os
 import re
 
 from data_prep.corpus import Mention
@@ -40,6 +56,23 @@ acute chronic common rare onset progressive episodic recurrent all other
 unknown type group stage grade age death cell cells tissue level levels
 change changes effect effects activity function response risk rate
 """.split())
+
+
+@functools.lru_cache(maxsize=1)
+def general_english_words() -> frozenset[str]:
+  """Whole-word entries (letters only, >= 3) of the starter's uncased
+  general-domain BERT vocabulary (Wikipedia + books): common English."""
+  from bali_jax.open_data import starter_model_dir
+  with open(os.path.join(starter_model_dir(), "vocab.txt"),
+            encoding="utf-8") as f:
+    return frozenset(w for w in (l.strip() for l in f)
+                     if len(w) >= 3 and w.isalpha() and w.islower())
+
+
+def _variant_key(word: str) -> str:
+  """British/American spelling and plural folded: anaemia -> anemia."""
+  w = word.lower().replace("ae", "e").replace("oe", "e")
+  return w[:-1] if w.endswith("s") else w
 
 
 @dataclasses.dataclass
@@ -74,9 +107,18 @@ class LinkStats:
 class DictionaryLinker:
   def __init__(self, kg: KnowledgeGraph, min_chars: int = 3,
                max_senses: int = 3, stop_names=STOP_NAMES,
-               acronym_chars: int = 6):
+               acronym_chars: int = 6, common_words=None,
+               modifier_concepts: int = 100):
     self._options = dict(min_chars=min_chars, max_senses=max_senses,
-                         stop_names=stop_names, acronym_chars=acronym_chars)
+                         stop_names=stop_names, acronym_chars=acronym_chars,
+                         common_words=common_words,
+                         modifier_concepts=modifier_concepts)
+    common = (general_english_words() if common_words is None
+              else frozenset(common_words))
+    modifiers = self._modifier_words(kg, modifier_concepts)
+    self.removed = collections.Counter()  # rule -> names not linked
+    self.removed_examples: dict[str, list[str]] = collections.defaultdict(
+        list)
     # held-out synonyms must never link text: build after reserving them
     self.built_after_reserve = kg.heldout is not None
     self.stats = LinkStats()
@@ -87,8 +129,26 @@ class DictionaryLinker:
       # MONDO lists acronyms twice ("PIG" and "pig"): the lower-cased copy
       # of an acronym is an English word, not a name.
       acronyms = {n.lower() for n in names if n.isupper()}
-      for name in names:
+      excluded = kg.link_excluded.get(i, ())
+      for k, name in enumerate(names):
         if not name.isupper() and name in acronyms:
+          continue
+        rule = None
+        if name in excluded:
+          rule = "scope"
+        elif k > 0 and " " not in name and name.isalpha() and not (
+            sum(ch.isupper() for ch in name) >= 2) and _variant_key(
+                name) != _variant_key(names[0]):
+          word = name.lower()
+          if word in common:
+            rule = "single common word"
+          elif len(modifiers.get(word, ())) - (i in modifiers.get(
+              word, ())) >= modifier_concepts:
+            rule = "single modifier word"
+        if rule:
+          self.removed[rule] += 1
+          if len(self.removed_examples[rule]) < 12:
+            self.removed_examples[rule].append(f"{name} ({cid})")
           continue
         acronym = (name.isupper() and len(name.replace(" ", "")) <=
                    acronym_chars) or (" " not in name and sum(
@@ -105,6 +165,23 @@ class DictionaryLinker:
     self.names = {k: v for k, v in index.items() if len(v) <= max_senses}
     self.max_words = max((len(k) for k in self.names), default=0)
     self.first_words = {k[1] if k[0] == "\0" else k[0] for k in self.names}
+
+  @staticmethod
+  def _modifier_words(kg: KnowledgeGraph, limit: int) -> dict[str, set]:
+    """word -> concepts with a multi-word name containing it (only words
+    that reach `limit`, to keep it small)."""
+    counts: dict[str, set] = collections.defaultdict(set)
+    for i, names in enumerate(kg.names):
+      for n in names:
+        if " " in n:
+          for w in set(n.lower().split()):
+            counts[w].add(i)
+    return {w: c for w, c in counts.items() if len(c) >= limit}
+
+  def rules_removed(self) -> dict:
+    """For the data card: names each precision rule kept from linking."""
+    return {r: {"names": n, "examples": self.removed_examples[r]}
+            for r, n in self.removed.items()}
 
   def rebuilt(self, kg: KnowledgeGraph) -> "DictionaryLinker":
     """The same linker over the graph's current names."""

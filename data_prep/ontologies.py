@@ -32,13 +32,18 @@ NOT_LINKABLE_CONCEPTS = ("HP:0000001",  # All
                          "MONDO:0700096")  # human disease
 
 
+ALL_SCOPES = ("EXACT", "RELATED", "BROAD", "NARROW")
+
+
 def read_obo(path: str, kg: KnowledgeGraph, bad: BadRecords,
-             synonym_scopes=("EXACT",), not_linkable=()) -> str:
+             synonym_scopes=("EXACT",), not_linkable=(),
+             link_scopes=("EXACT",)) -> str:
   """Reads [Term] stanzas of an OBO file into `kg`; returns data-version.
 
   Obsolete terms are skipped (their `replaced_by`, like the `alt_id`s of
   live terms, become aliases, so a corpus citing an old id still resolves);
-  names are the label and the synonyms of the given scopes; `is_a` gives
+  names are the label and the synonyms of `synonym_scopes`, of which only
+  those of `link_scopes` may link text (`kg.link_excluded`); `is_a` gives
   hierarchy edges.
   """
   version = "unknown"
@@ -76,15 +81,21 @@ def read_obo(path: str, kg: KnowledgeGraph, bad: BadRecords,
       continue
     aliases += [(a, t["id"]) for a in t["alt_id"]]
     names = [t["name"]] if "name" in t else []
+    no_link, linked = set(), set()
     for syn in t["synonym"]:
       m = _SYNONYM.match(syn)
       if m and m.group(2) in synonym_scopes:
         names.append(m.group(1).replace('\\"', '"'))
+        (no_link if m.group(2) not in link_scopes else linked).add(
+            " ".join(names[-1].split()))
     if not names:
       bad.report("obo-term-without-name", f"{path}:{start}",
                  f"term {t['id']} has no name")
       continue
-    kg.add_concept(t["id"], names)
+    i = kg.add_concept(t["id"], names)
+    no_link -= linked | {kg.names[i][0]}  # the label always links
+    if no_link:
+      kg.link_excluded.setdefault(i, set()).update(no_link)
     parents += [(t["id"], p.split("!")[0].strip()) for p in t["is_a"]]
   _finish(kg, parents, aliases, not_linkable)
   return version

@@ -159,6 +159,51 @@ def test_linker_longest_match_acronyms_and_stoplist(tmp_path):
                  ("enlarged spleen", ["HP:0001744"])]
 
 
+def test_linker_scoped_synonyms_link_only_when_exact(tmp_path):
+  p = tmp_path / "scoped.obo"
+  p.write_text(
+      "format-version: 1.2\n\n[Term]\nid: X:1\nname: hypophysitis\n"
+      'synonym: "pituitary gland inflammation" EXACT []\n'
+      'synonym: "pituitary disorder" RELATED []\n'
+      'synonym: "endocrine inflammation" BROAD []\n')
+  kg = KnowledgeGraph()
+  ontologies.read_obo(str(p), kg, BadRecords(),
+                      synonym_scopes=ontologies.ALL_SCOPES)
+  assert len(kg.names[0]) == 4  # every scope feeds the concept's names
+  linker = DictionaryLinker(kg, common_words=())
+  text = ("Hypophysitis, pituitary gland inflammation, a pituitary "
+          "disorder or endocrine inflammation.")
+  assert [text[m.start:m.end] for m in linker.link(text)] == [
+      "Hypophysitis", "pituitary gland inflammation"]
+  assert linker.rules_removed()["scope"]["names"] == 2
+
+
+def test_linker_single_common_words_do_not_link_alone():
+  kg = KnowledgeGraph()
+  kg.add_concept("M:1", ["injury", "wound", "traumatic injury"])
+  kg.add_concept("M:2", ["hypophysitis", "pituitary"])
+  kg.add_concept("M:3", ["Anemia", "Anaemia"])
+  kg.add_concept("M:4", ["Seizure", "Seizures"])
+  kg.add_concept("M:5", ["wound"])  # a label: always links
+  for k in range(3):  # "pituitary" is a modifier in other concepts' names
+    kg.add_concept(f"P:{k}", [f"pituitary tumor type {k}"])
+  linker = DictionaryLinker(kg, common_words={"wound"}, modifier_concepts=3)
+  text = ("A wound, traumatic injury, pituitary swelling, hypophysitis, "
+          "Anaemia and Seizures, pituitary tumor type 2.")
+  got = [(text[m.start:m.end], m.concepts) for m in linker.link(text)]
+  assert got == [("wound", ["M:5"]), ("traumatic injury", ["M:1"]),
+                 ("hypophysitis", ["M:2"]), ("Anaemia", ["M:3"]),
+                 ("Seizures", ["M:4"]),
+                 ("pituitary tumor type 2", ["P:2"])]
+  removed = linker.rules_removed()
+  assert removed["single common word"]["examples"] == ["wound (M:1)"]
+  assert removed["single modifier word"]["examples"] == ["pituitary (M:2)"]
+  # the real general-English list knows "wound" but not "pituitary"
+  from data_prep.linker import general_english_words
+  words = general_english_words()
+  assert "wound" in words and "pituitary" not in words
+
+
 # ------------------------------------------------------- build + read back
 def test_built_records_match_schema_and_are_consistent(tmp_path, tok):
   out, card, kg = _build(tmp_path, tok)
