@@ -3,6 +3,9 @@
   python -m data_prep open-default --out DIR [--max-documents N]
   python -m data_prep umls --mrconso MRCONSO.RRF --mrrel MRREL.RRF \
       --corpus FILE --corpus-format bern2|pubtator --out DIR
+  python -m data_prep kg --ontology FILE.obo|FILE.json [--ontology ...] \
+      [--edges TSV] --corpus FILE|DIR \
+      --corpus-format pubmed-xml|text|pubtator|bern2 --out DIR
   python -m data_prep add-views --data DIR --views N
 
 Common options: --tokenizer (HF dir or `starter`), --views, --seed,
@@ -86,6 +89,37 @@ def cmd_umls(args) -> int:
   return _finish(card, args.out)
 
 
+def cmd_kg(args) -> int:
+  from data_prep.build import build_dataset
+  from data_prep.errors import BadRecords
+  from data_prep.kg import Source
+  from data_prep.linker import DictionaryLinker
+  from data_prep.user_data import user_documents, user_graph
+  if os.path.exists(args.out):
+    raise FileExistsError(f"--out {args.out} exists; choose a new directory")
+  bad = BadRecords(skip=args.on_bad_record == "skip")
+  kg = user_graph(args.ontology, args.edges, bad)
+  if not len(kg):
+    raise FileNotFoundError("the ontologies hold no concept")
+  held = kg.reserve_synonyms(args.heldout_synonyms, args.seed)
+  print(f"graph: {len(kg):,} concepts, {kg.num_edges():,} edges; "
+        f"{held:,} synonyms held out for evaluation")
+  kg.sources.append(Source(f"corpus ({args.corpus_format})", "user-supplied",
+                           "user-supplied", args.corpus))
+  raw = args.corpus_format in ("pubmed-xml", "text")
+  stats: dict = {}
+  docs = user_documents(args.corpus, args.corpus_format, bad, stats)
+  if args.max_documents:
+    import itertools
+    docs = itertools.islice(docs, args.max_documents)
+  card = build_dataset(docs, kg, _tokenizer(args.tokenizer), args.out,
+                       _options(args), bad,
+                       linker=DictionaryLinker(kg) if raw else None,
+                       extra={"corpus_reader": stats}
+                       if args.corpus_format == "pubmed-xml" else {})
+  return _finish(card, args.out)
+
+
 def cmd_add_views(args) -> int:
   from data_prep.add_views import add_views
   spec = add_views(args.data, args.views)
@@ -142,6 +176,19 @@ def build_parser():
                  required=True)
   _common(u)
   u.set_defaults(func=cmd_umls)
+  k = sub.add_parser("kg", help="your own ontologies (OBO / OBO-graph "
+                     "JSON) + edges + a raw or pre-linked corpus")
+  k.add_argument("--ontology", action="append", required=True,
+                 help=".obo or OBO-graph .json (optionally .gz); repeatable")
+  k.add_argument("--edges", action="append", default=[],
+                 help="extra head<TAB>relation<TAB>tail edges; repeatable")
+  k.add_argument("--corpus", required=True, help="a file or a directory")
+  k.add_argument("--corpus-format", required=True,
+                 choices=("pubmed-xml", "text", "pubtator", "bern2"),
+                 help="pubmed-xml and text are linked by the dictionary "
+                 "linker; pubtator and bern2 carry their own links")
+  _common(k)
+  k.set_defaults(func=cmd_kg)
   a = sub.add_parser("add-views", help="sample more train views of a built "
                      "dataset (no source is re-read)")
   a.add_argument("--data", required=True, help="a built dataset directory")

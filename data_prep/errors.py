@@ -42,12 +42,22 @@ class BadRecords:
             for k in sorted(self.counts)}
 
 
-def read_lines(path: str, bad: BadRecords, opener=open):
-  """Yields (line number, text) of a UTF-8 file, reporting bad bytes."""
-  with opener(path, "rb") as f:
-    for lineno, raw in enumerate(f, 1):
-      try:
-        yield lineno, raw.decode("utf-8").rstrip("\r\n")
-      except UnicodeDecodeError as e:
-        bad.report("non-utf8", f"{path}:{lineno}",
-                   f"not valid UTF-8 ({e.reason} at byte {e.start})")
+def read_lines(path: str, bad: BadRecords, opener=None):
+  """Yields (line number, text) of a UTF-8 file (gzip-compressed when it
+  ends in .gz), reporting bad bytes and a truncated or corrupt file (at
+  the line where reading stopped)."""
+  import gzip
+  import zlib
+  opener = opener or (gzip.open if path.endswith(".gz") else open)
+  lineno = 0
+  try:
+    with opener(path, "rb") as f:
+      for lineno, raw in enumerate(f, 1):
+        try:
+          yield lineno, raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+          bad.report("non-utf8", f"{path}:{lineno}",
+                     f"not valid UTF-8 ({e.reason} at byte {e.start})")
+  except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+    bad.report("truncated-or-corrupt-file", f"{path}:{lineno + 1}",
+               f"cannot read further: {type(e).__name__}: {e}")

@@ -97,11 +97,11 @@ def read_obo(path: str, kg: KnowledgeGraph, bad: BadRecords,
     if no_link:
       kg.link_excluded.setdefault(i, set()).update(no_link)
     parents += [(t["id"], p.split("!")[0].strip()) for p in t["is_a"]]
-  _finish(kg, parents, aliases, not_linkable)
+  finish(kg, parents, aliases, not_linkable)
   return version
 
 
-def _finish(kg: KnowledgeGraph, parents, aliases, not_linkable) -> None:
+def finish(kg: KnowledgeGraph, parents, aliases, not_linkable) -> None:
   """Hierarchy edges both ways, aliases, then the not-linkable subtrees
   (after the edges: they are found through inverse_is_a)."""
   for child, parent in parents:
@@ -160,7 +160,7 @@ def read_cellxgene_json(path: str, kg: KnowledgeGraph, bad: BadRecords,
     kg.add_concept(cid, [label] + list(term.get("synonyms") or []))
     parents += [(cid, a) for a, dist in (term.get("ancestors") or {}).items()
                 if dist == 1]
-  _finish(kg, parents, aliases, not_linkable)
+  finish(kg, parents, aliases, not_linkable)
 
 
 def _name_index(kg: KnowledgeGraph, prefix: str) -> dict[str, int]:

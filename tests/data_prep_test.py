@@ -2,8 +2,10 @@
 packing, the tfds dataset read back, determinism."""
 
 import glob
+import gzip
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -448,3 +450,112 @@ def test_add_views_equals_building_them_at_once(tmp_path, tok):
   os.remove(os.path.join(a, "sentences_train.jsonl"))
   assert cli.main(["add-views", "--data", a, "--views", "4"]) == 2
   assert json.load(open(os.path.join(a, "bali_dataset.json")))["views"] == 3
+
+
+# ------------------------------------------------- a user's own KG + corpus
+OBOGRAPH = {"graphs": [{"meta": {"version": "myo/2099-02-02"}, "nodes": [
+    {"id": "http://purl.obolibrary.org/obo/MYO_0000000", "lbl":
+     "muscle disease", "type": "CLASS"},
+    {"id": "http://purl.obolibrary.org/obo/MYO_0000001", "lbl": "myositis",
+     "type": "CLASS", "meta": {"synonyms": [
+         {"pred": "hasExactSynonym", "val": "muscle inflammation"},
+         {"pred": "hasRelatedSynonym", "val": "sore muscle condition"}]}},
+    {"id": "http://purl.obolibrary.org/obo/MYO_0000009", "lbl": "old",
+     "type": "CLASS", "meta": {"deprecated": True, "basicPropertyValues": [
+         {"pred": "http://purl.obolibrary.org/obo/IAO_0100001",
+          "val": "http://purl.obolibrary.org/obo/MYO_0000001"}]}},
+    {"id": "http://purl.obolibrary.org/obo/UBERON_0001", "type": "CLASS"},
+    {"id": "http://purl.obolibrary.org/obo/RO_0002200", "type": "PROPERTY",
+     "lbl": "has phenotype"}],
+    "edges": [{"sub": "http://purl.obolibrary.org/obo/MYO_0000001",
+               "pred": "is_a",
+               "obj": "http://purl.obolibrary.org/obo/MYO_0000000"}]}]}
+
+
+def _user_inputs(d):
+  d.mkdir(exist_ok=True)
+  (d / "hp.obo").write_text(fx.OBO)
+  (d / "myo.json").write_text(json.dumps(OBOGRAPH))
+  (d / "edges.tsv").write_text("head\trelation\ttail\n"
+                               "MYO:0000001\tcauses\tHP:0001903\n"
+                               "MYO:0000001\tcauses\tNOPE:1\n")
+  docs = []
+  for i in range(40):
+    docs.append(f"Case {i}: myositis with anemia was seen.\n"
+                f"Muscle inflammation and an enlarged spleen followed.")
+  (d / "corpus.txt").write_text("\n\n".join(docs) + "\n")
+  return d
+
+
+def _kg_cli(d, out, *extra, corpus="corpus.txt", fmt="text"):
+  from data_prep import cli
+  return cli.main(["kg", "--ontology", str(d / "hp.obo"), "--ontology",
+                   str(d / "myo.json"), "--edges", str(d / "edges.tsv"),
+                   "--corpus", str(d / corpus), "--corpus-format", fmt,
+                   "--out", str(out), "--budgets", "tiny", "--workers", "1",
+                   *extra])
+
+
+def test_kg_builds_from_obo_json_edges_and_raw_text(tmp_path):
+  from data_prep.kg import read_tsv
+  d = _user_inputs(tmp_path / "in")
+  out = tmp_path / "ds"
+  assert _kg_cli(d, out) == 0
+  card = json.load(open(out / "data_card.json"))
+  assert card["graph"]["user_edges"] == 1
+  assert card["graph"]["user_edges_with_unknown_concept"] == 1
+  assert card["graph"]["unlabelled_json_nodes"] == 1
+  kg = read_tsv(str(out))
+  myo = kg.index["MYO:0000001"]
+  assert kg.index["MYO:0000009"] == myo  # replaced_by -> alias
+  assert "sore muscle condition" in kg.names[myo]  # RELATED feeds names
+  rels = {kg.relations[r] for _, r in kg.adjacency[myo]}
+  assert rels == {"is_a", "causes"}
+  linked = {m["concept"] for m in card["linker"]["most_linked"]}
+  assert {"MYO:0000001", "HP:0001903", "HP:0001744"} <= linked
+  assert card["corpus"]["splits"]["train"]["sentences"] > 40
+  sources = [s["name"] for s in card["sources"]]
+  assert sources[:3] == ["hp.obo", "myo.json", "edges.tsv"]
+
+
+def test_kg_builds_from_pubmed_xml(tmp_path):
+  d = _user_inputs(tmp_path / "in")
+  fx.write_pubmed(str(d / "pubmed.xml.gz"))
+  out = tmp_path / "ds"
+  assert _kg_cli(d, out, corpus="pubmed.xml.gz", fmt="pubmed-xml") == 0
+  card = json.load(open(out / "data_card.json"))
+  assert card["corpus_reader"]["english_abstracts"] == 3
+  assert card["corpus"]["splits"]["train"]["documents"] >= 1
+
+
+@pytest.mark.parametrize("case", ["obo_no_id", "truncated_gzip",
+                                  "edge_missing_column", "non_utf8"])
+def test_kg_bad_files_name_file_and_line_and_leave_nothing(tmp_path, case,
+                                                           capsys):
+  d = _user_inputs(tmp_path / "in")
+  corpus = "corpus.txt"
+  if case == "obo_no_id":
+    (d / "hp.obo").write_text(fx.OBO + "\n[Term]\nname: nameless\n")
+    want = r"hp.obo:\d+: \[Term\] stanza has no id"
+  elif case == "truncated_gzip":
+    data = gzip.compress((d / "corpus.txt").read_bytes())
+    (d / "corpus.txt.gz").write_bytes(data[: len(data) // 2])
+    corpus = "corpus.txt.gz"
+    want = r"corpus.txt.gz:\d+: cannot read further"
+  elif case == "edge_missing_column":
+    (d / "edges.tsv").write_text("MYO:0000001\tcauses\tHP:0001903\n"
+                                 "MYO:0000001\tHP:0001903\n")
+    want = r"edges.tsv:2: expected head<TAB>relation<TAB>tail, got 2"
+  else:
+    (d / "corpus.txt").write_bytes(b"Anemia was seen.\n\n"
+                                   b"Myositis \xff here.\n")
+    want = r"corpus.txt:3: not valid UTF-8"
+  out = tmp_path / "ds"
+  assert _kg_cli(d, out, corpus=corpus) == 2
+  err = capsys.readouterr().err
+  assert re.search(want, err), err
+  assert not out.exists() and not glob.glob(str(tmp_path / ".ds.tmp-*"))
+  if case != "obo_no_id":  # skip: counted in the card, dataset built
+    assert _kg_cli(d, out, "--on-bad-record", "skip", corpus=corpus) == 0
+    bad = json.load(open(out / "data_card.json"))["bad_records"]
+    assert sum(v["count"] for v in bad.values()) >= 1
