@@ -177,3 +177,31 @@ def test_dropout_is_active_only_in_training():
   b = GraphEncoder(cfg, d, deterministic=False).apply(
       p, graph, targets, rngs={"dropout": jax.random.key(3)})
   assert not np.allclose(a, b)
+
+
+def test_target_residual_starts_at_the_name_and_learns_the_graph():
+  """gnn.target_residual: at init g_v is exactly the target's own node
+  feature (its name embedding); the zero-initialised projection gets a
+  gradient, so the graph's contribution is learned; with random weights
+  the output is that feature plus the projected GNN head (reference)."""
+  d = 8
+  cfg = GnnConfig(num_layers=2, hidden=8, heads=2, target_residual=True)
+  x, src, dst, m = (np.stack(a) for a in zip(_graph(7, 6, 8, 0, 0, d)))
+  graph = jraph.GraphsTuple(nodes=x, edges=None, senders=src, receivers=dst,
+                            n_node=np.array([[6]]), n_edge=np.array([[8]]),
+                            globals=None)
+  targets = np.array([[0, 3]])
+  enc = GraphEncoder(cfg, d)
+  p = nn.meta.unbox(enc.init(jax.random.key(0), graph, targets))["params"]
+  np.testing.assert_array_equal(enc.apply({"params": p}, graph, targets),
+                                x[:, [0, 3]])
+  g = jax.grad(lambda q: jnp.sum(enc.apply({"params": q}, graph,
+                                           targets)[..., 0]))(p)
+  assert np.abs(g["residual_out"]["kernel"]).sum() > 0
+  w = np.random.default_rng(2).standard_normal((d, d)).astype(np.float32)
+  q = {**p, "residual_out": {"kernel": w}}
+  plain = GraphEncoder(GnnConfig(num_layers=2, hidden=8, heads=2), d)
+  head = plain.apply({"params": {k: v for k, v in q.items()
+                                 if k != "residual_out"}}, graph, targets)
+  np.testing.assert_allclose(enc.apply({"params": q}, graph, targets),
+                             x[:, [0, 3]] + np.asarray(head) @ w, atol=1e-5)

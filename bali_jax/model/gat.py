@@ -48,6 +48,11 @@ class GnnConfig:
   attention_dropout: float = 0.1
   num_relations: int = 0  # >0: relation-typed edges (id num_relations = loop)
   negative_slope: float = 0.2
+  # not in the authors' code: g_v = (target's name embedding) + a
+  # zero-initialised projection of the GNN output, so alignment starts by
+  # pulling mentions towards their concept's names in the encoder's own
+  # space and adds graph context as the projection learns (ReZero-style)
+  target_residual: bool = False
 
   def __post_init__(self):
     if self.kind not in GNN_KINDS:
@@ -212,4 +217,11 @@ class GraphEncoder(nn.Module):
     t = nn.Dense(self.out_features, kernel_init=_init(("embed", "mlp")),
                  bias_init=_zeros(("mlp",)), name="head")(t)
     t = LayerNorm(self.layer_norm_eps, name="head_LayerNorm")(t)
-    return nn.Dropout(c.dropout)(t, self.deterministic)
+    t = nn.Dropout(c.dropout)(t, self.deterministic)
+    if c.target_residual:
+      own = jnp.take_along_axis(graph.nodes.astype(jnp.float32),
+                                targets[..., None], axis=1)  # (B, T, d)
+      t = own + nn.Dense(self.out_features, use_bias=False,
+                         kernel_init=_zeros(("embed", "mlp")),
+                         name="residual_out")(t)
+    return t
