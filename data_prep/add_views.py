@@ -3,9 +3,10 @@
 `python -m data_prep add-views --data DIR --views N` samples views
 `train_view{V}` .. `train_view{N-1}` from the dataset's own tokenized
 sentences (`sentences_train.jsonl`) and graph (`*.tsv`), with the seed and
-packing order it was built with, so a view added later is byte-identical to
-the same view built at once. A run of E epochs needs E views (the trainer
-says so before compiling).
+packing order it was built with, so a view added later holds the same
+records as the same view built at once (byte for byte within one process;
+across processes protobuf may order the feature map differently). A run
+of E epochs needs E views (the trainer says so before compiling).
 
 Safe on failure: the new record files get names no reader knows yet; then
 `dataset_info.json` (tfds) and `bali_dataset.json` (what training reads)

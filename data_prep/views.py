@@ -18,7 +18,7 @@ The sample of sentence `serial` in view v depends only on (seed, serial,
 v), whatever the packing order (`examples.sample_view`: fresh in every
 view, without replacement across views), so views are reproducible,
 independent of worker count, and a view added later (`add-views`) is
-byte-identical to the same view built at once.
+record for record the same view as one built at once.
 """
 
 from __future__ import annotations
