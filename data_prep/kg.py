@@ -83,6 +83,15 @@ class KnowledgeGraph:
       self._name_sets[i].add(name)
       self.names[i].append(name)
 
+  def exclude_from_linking(self, i: int, no_link, linked=()) -> None:
+    """Marks names of concept i as names only, never linked text (OBO
+    synonyms of a non-EXACT scope); a name also given in a linking scope,
+    and the preferred label, stay linkable."""
+    norm = lambda names: {" ".join(n.split()) for n in names}
+    out = norm(no_link) - norm(linked) - {self.names[i][0]}
+    if out:
+      self.link_excluded.setdefault(i, set()).update(out)
+
   def add_alias(self, alias: str, i: int) -> None:
     """Another id of concept i (alt_id, replaced_by, a joined db id)."""
     self.index.setdefault(alias, i)

@@ -75,6 +75,23 @@ def _variant_key(word: str) -> str:
   return w[:-1] if w.endswith("s") else w
 
 
+def _single_word_rule(name: str, label: str, node: int, common, modifiers,
+                      limit: int) -> str | None:
+  """Why a one-word synonym (not the label, not acronym-like) must not link
+  by itself, or None: a general English word, or a modifier of `limit`+
+  other concepts' names; spelling/plural variants of the label are kept."""
+  if " " in name or not name.isalpha() or (
+      _variant_key(name) == _variant_key(label)):
+    return None
+  word = name.lower()
+  if word in common:
+    return "single common word"
+  users = modifiers.get(word, ())
+  if len(users) - (node in users) >= limit:
+    return "single modifier word"
+  return None
+
+
 @dataclasses.dataclass
 class LinkStats:
   texts: int = 0
@@ -133,26 +150,20 @@ class DictionaryLinker:
       for k, name in enumerate(names):
         if not name.isupper() and name in acronyms:
           continue
+        capitals = sum(ch.isupper() for ch in name)
         rule = None
         if name in excluded:
           rule = "scope"
-        elif k > 0 and " " not in name and name.isalpha() and not (
-            sum(ch.isupper() for ch in name) >= 2) and _variant_key(
-                name) != _variant_key(names[0]):
-          word = name.lower()
-          if word in common:
-            rule = "single common word"
-          elif len(modifiers.get(word, ())) - (i in modifiers.get(
-              word, ())) >= modifier_concepts:
-            rule = "single modifier word"
+        elif k > 0 and capitals < 2:  # a synonym, not acronym-like
+          rule = _single_word_rule(name, names[0], i, common, modifiers,
+                                   modifier_concepts)
         if rule:
           self.removed[rule] += 1
           if len(self.removed_examples[rule]) < 12:
             self.removed_examples[rule].append(f"{name} ({cid})")
           continue
         acronym = (name.isupper() and len(name.replace(" ", "")) <=
-                   acronym_chars) or (" " not in name and sum(
-                       ch.isupper() for ch in name) >= 2)
+                   acronym_chars) or (" " not in name and capitals >= 2)
         # case-sensitive keys are marked with a leading "\0" word
         key = (("\0",) + tuple(_WORD.findall(name)) if acronym
                else tuple(_WORD.findall(name.lower())))

@@ -87,15 +87,12 @@ def read_obo(path: str, kg: KnowledgeGraph, bad: BadRecords,
       if m and m.group(2) in synonym_scopes:
         names.append(m.group(1).replace('\\"', '"'))
         (no_link if m.group(2) not in link_scopes else linked).add(
-            " ".join(names[-1].split()))
+            names[-1])
     if not names:
       bad.report("obo-term-without-name", f"{path}:{start}",
                  f"term {t['id']} has no name")
       continue
-    i = kg.add_concept(t["id"], names)
-    no_link -= linked | {kg.names[i][0]}  # the label always links
-    if no_link:
-      kg.link_excluded.setdefault(i, set()).update(no_link)
+    kg.exclude_from_linking(kg.add_concept(t["id"], names), no_link, linked)
     parents += [(t["id"], p.split("!")[0].strip()) for p in t["is_a"]]
   finish(kg, parents, aliases, not_linkable)
   return version

@@ -89,17 +89,13 @@ def read_obograph_json(path: str, kg: KnowledgeGraph, bad: BadRecords,
       if not node.get("lbl"):
         unlabelled += 1
         continue
-      names, no_link = [node["lbl"]], set()
+      names, no_link, linked = [node["lbl"]], [], []
       for syn in meta.get("synonyms") or []:
         scope = _SCOPES.get(syn.get("pred"))
         if scope and syn.get("val"):
           names.append(syn["val"])
-          if scope not in link_scopes:
-            no_link.add(" ".join(syn["val"].split()))
-      i = kg.add_concept(cid, names)
-      no_link -= {kg.names[i][0]}
-      if no_link:
-        kg.link_excluded.setdefault(i, set()).update(no_link)
+          (linked if scope in link_scopes else no_link).append(syn["val"])
+      kg.exclude_from_linking(kg.add_concept(cid, names), no_link, linked)
       if props.get("hasAlternativeId"):
         aliases.append((props["hasAlternativeId"], cid))
     for e in g.get("edges") or []:

@@ -178,6 +178,22 @@ def test_linker_scoped_synonyms_link_only_when_exact(tmp_path):
   assert [text[m.start:m.end] for m in linker.link(text)] == [
       "Hypophysitis", "pituitary gland inflammation"]
   assert linker.rules_removed()["scope"]["names"] == 2
+  # OBO-graph JSON follows the same rule; a name given in both a linking
+  # and a non-linking scope links
+  from data_prep.user_data import read_obograph_json
+  j = tmp_path / "scoped.json"
+  j.write_text(json.dumps({"graphs": [{"nodes": [{
+      "id": "http://purl.obolibrary.org/obo/X_2", "lbl": "hypophysitis",
+      "type": "CLASS", "meta": {"synonyms": [
+          {"pred": "hasExactSynonym", "val": "pituitary gland inflammation"},
+          {"pred": "hasRelatedSynonym", "val": "pituitary gland inflammation"},
+          {"pred": "hasRelatedSynonym", "val": "pituitary disorder"}]}}]}]}))
+  kg = KnowledgeGraph()
+  read_obograph_json(str(j), kg, BadRecords())
+  assert kg.link_excluded == {0: {"pituitary disorder"}}
+  linker = DictionaryLinker(kg, common_words=())
+  assert [text[m.start:m.end] for m in linker.link(text)] == [
+      "Hypophysitis", "pituitary gland inflammation"]
 
 
 def test_linker_single_common_words_do_not_link_alone():
