@@ -26,6 +26,7 @@ from bali_jax.features import Budgets
 from bali_jax.tokenizer import load_tokenizer
 from data_prep import card
 from data_prep.build import SPEC_FILE, train_row_means
+from data_prep.errors import BadInputError
 from data_prep.examples import NameTokens
 from data_prep.kg import read_tsv
 from data_prep.views import view_rows
@@ -45,7 +46,7 @@ def add_views(data_dir: str, views: int) -> dict:
     spec = json.load(f)
   have = spec["views"]
   if views <= have:
-    raise ValueError(f"{data_dir} already has {have} views; ask for more "
+    raise BadInputError(f"{data_dir} already has {have} views; ask for more "
                      f"than {have}")
   sentences = os.path.join(data_dir, "sentences_train.jsonl")
   if not os.path.exists(sentences):

@@ -203,7 +203,6 @@ def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   try:
     return args.func(args)
-  except (BadInputError, FileExistsError, FileNotFoundError,
-          ValueError) as e:
+  except (BadInputError, FileExistsError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

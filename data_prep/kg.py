@@ -23,6 +23,8 @@ import re
 
 import numpy as np
 
+from data_prep.errors import BadInputError
+
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
@@ -226,7 +228,7 @@ def read_tsv(data_dir: str) -> KnowledgeGraph:
   kg = KnowledgeGraph()
   for node, cid, _ in _tsv(os.path.join(data_dir, "concepts.tsv")):
     if kg.add_concept(cid) != int(node):
-      raise ValueError(f"{data_dir}/concepts.tsv: node ids out of order at "
+      raise BadInputError(f"{data_dir}/concepts.tsv: node ids out of order at "
                        f"{cid}")
   for node, name in _tsv(os.path.join(data_dir, "names.tsv")):
     kg.add_name(int(node), name)

@@ -24,7 +24,7 @@ import zlib
 from data_prep import ontologies
 from data_prep.corpus import (Document, read_bern2_jsonl, read_pubmed_xml,
                               read_pubtator)
-from data_prep.errors import BadRecords, read_lines
+from data_prep.errors import BadInputError, BadRecords, read_lines
 from data_prep.kg import KnowledgeGraph, Source
 
 CORPUS_FORMATS = ("pubmed-xml", "text", "pubtator", "bern2")
@@ -151,7 +151,7 @@ def user_graph(ontology_files, edge_files, bad: BadRecords) -> KnowledgeGraph:
     elif base.endswith(".json"):
       version = read_obograph_json(path, kg, bad)
     else:
-      raise ValueError(f"--ontology {path}: expected .obo or .json "
+      raise BadInputError(f"--ontology {path}: expected .obo or .json "
                        "(optionally .gz)")
     kg.sources.append(Source(os.path.basename(path), version,
                              "user-supplied", path))
