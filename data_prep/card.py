@@ -85,8 +85,8 @@ def to_markdown(c: dict) -> str:
             "unused entity slots | unused node slots | unused edge slots |",
             "|---|---|---|---|---|---|---|---|---|---|"]
   lines += _table((k, p["rows"], p["sentences"],
-                   f"{p.get('rows_with_two_sentences_of_one_document', 0):.1%}",
-                   f"{p.get('same_document_rows_if_random', 0):.1%}",
+                   f"{p['rows_with_two_sentences_of_one_document']:.1%}",
+                   f"{p['same_document_rows_if_random']:.1%}",
                    f"{p['pad_fraction_sentence_tokens']:.1%}",
                    f"{p['pad_fraction_name_tokens']:.1%}",
                    f"{p['unused_entity_slots']:.1%}",

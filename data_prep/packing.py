@@ -1,10 +1,10 @@
 """Packing sentence views into fixed-shape rows (the record schema).
 
 Greedy in the order sentences arrive (`data_prep.views` shuffles them): a
-sentence joins the current row when its tokens,
-links, entities, nodes, edges and every concept name (first-fit over the
-row's name rows) all fit; otherwise the row is emitted and a new one starts.
-Rows never split a sentence or a subgraph. A sentence too big for an empty
+sentence joins the current row when its tokens, links, entities, nodes,
+edges and every concept name (first-fit over the row's name rows) all fit;
+otherwise the row is emitted and a new one starts. Rows never split a
+sentence or a subgraph. A sentence too big for an empty
 row keeps its first entities that fit (their subgraphs whole) and is counted.
 `PackStats` measures padding waste, the packed distribution and how often
 a row holds two sentences of one document (against what chance gives).

@@ -11,8 +11,9 @@ Forward pass (method spec 1.10), all fixed shapes, padding handled by masks:
   4. GATv2 over each example's star subgraphs -> g_v at the target nodes.
   5. NT-Xent (or MS-loss) over concat(e, g) with labels concat(ids, ids)
      on the global batch -> L_align (`objective`; under gradient
-     accumulation over all micro-batches together, see train/step.py). Total = L_MLM + weight * L_align
-     (weight 1, as the authors' code, which never applies its weight flag).
+     accumulation over all micro-batches together, see train/step.py).
+     Total = L_MLM + weight * L_align (weight 1, as the authors' code,
+     which never applies its weight flag).
 
 Batch keys (B example rows; the record schema fixes the sizes):
   input_ids, segment_ids (B, L)                  packed sentences

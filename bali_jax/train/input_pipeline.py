@@ -11,8 +11,9 @@ Epoch e reads the view `train_view{e}` (a new neighbour/synonym sample per
 epoch, as the authors resample every time a sentence is read) in an order
 shuffled from (seed, epoch, shard). A run planned for more epochs than the
 dataset has views stops here, before anything compiles, with the command
-that adds them (`allow_view_reuse=true` reads view e % views instead). The position is a pure function of the step, so
-a resumed run re-enters the same epoch at the same batch.
+that adds them (`allow_view_reuse=true` reads view e % views instead). The
+position is a pure function of the step, so a resumed run re-enters the
+same epoch at the same batch.
 """
 
 from __future__ import annotations
