@@ -58,7 +58,8 @@ def add_views(data_dir: str, views: int) -> dict:
   tokenizer = load_tokenizer(os.path.join(data_dir, spec["tokenizer_dir"]))
   names = NameTokens(tokenizer, kg, budgets.max_name_tokens)
   gen = view_rows(sentences, kg, names, budgets, spec["seed"],
-                  spec.get("packing_order", "shuffled"))
+                  spec.get("packing_order", "shuffled"),
+                  spec.get("open_rows", 1))
   version_dir = os.path.join(data_dir, spec["tfds_dir"])
   with open(os.path.join(version_dir, "dataset_info.json")) as f:
     info = json.load(f)

@@ -46,7 +46,7 @@ from data_prep.errors import BadInputError, BadRecords
 from data_prep.examples import NameTokens, tokenize_document
 from data_prep.kg import KnowledgeGraph
 from data_prep.linker import DictionaryLinker, LinkStats
-from data_prep.views import ORDERS, view_rows
+from data_prep.views import ORDERS, size_name_rows, view_rows
 
 DATASET_NAME = "bali_records"
 SPEC_FILE = "bali_dataset.json"
@@ -63,6 +63,10 @@ class BuildOptions:
   file_format: str = "tfrecord"
   heldout_synonyms: float = 0.1  # fraction reserved for evaluation
   packing_order: str = "shuffled"  # or "document" (file order; ablation)
+  open_rows: int = 8  # packer window (1 = plain greedy)
+  # size budgets.name_rows from the data's name tokens per sentence token
+  # (`views.size_name_rows`) instead of taking the given value
+  size_name_rows: bool = False
 
   def __post_init__(self):
     if self.packing_order not in ORDERS:
@@ -195,13 +199,23 @@ def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
           f"empty corpus: {docs_seen} documents read, no sentence with a "
           "linked mention went to the train split")
     names = NameTokens(tokenizer, kg, o.budgets.max_name_tokens)
+    sizing = None
+    if o.size_name_rows:
+      sizing = size_name_rows(os.path.join(tmp, "sentences_train.jsonl"),
+                              kg, names, o.budgets, o.seed, o.packing_order)
+      o = dataclasses.replace(o, budgets=dataclasses.replace(
+          o.budgets, name_rows=sizing["name_rows"]))
+      print(f"name rows sized from the data: {sizing['name_rows']} x "
+            f"{o.budgets.name_len} tokens ("
+            f"{sizing['name_tokens_per_sentence_token']:.2f} name tokens per "
+            f"sentence token over {sizing['sampled_sentences']} sentences)")
     gens = {}
     for split in ("train", "validation", "test"):
       if counts[split]["sentences"] == 0:
         continue  # tfds cannot write an empty split; the card shows 0
       views = o.views if split == "train" else 1
       g = view_rows(os.path.join(tmp, f"sentences_{split}.jsonl"), kg, names,
-                    o.budgets, o.seed, o.packing_order)
+                    o.budgets, o.seed, o.packing_order, o.open_rows)
       for v in range(views):
         name = f"train_view{v}" if split == "train" else split
         gens[name] = (g, v)
@@ -224,7 +238,8 @@ def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
         "dataset": DATASET_NAME, "version": str(builder.VERSION),
         "tfds_dir": f"{DATASET_NAME}/{builder.VERSION}",
         "budgets": o.budgets.to_dict(), "views": o.views, "seed": o.seed,
-        "packing_order": o.packing_order,
+        "packing_order": o.packing_order, "open_rows": o.open_rows,
+        "name_rows_sizing": sizing,
         "splits": {k: pack[k]["rows"] for k in pack},
         "train_row_means": train_row_means(pack),
         "vocab_size": len(tokenizer.get_vocab()),
@@ -243,7 +258,8 @@ def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
         link=({**link_stats.to_dict(kg),
                "precision_rules": linker.rules_removed()}
               if linker is not None else None),
-        options=o, extra=extra or {}, seconds=time.time() - t0)
+        options=o, extra={**(extra or {}), "name_rows_sizing": sizing},
+        seconds=time.time() - t0)
     card.write_card(tmp, data_card)
     if os.path.exists(out_dir):
       raise FileExistsError(f"{out_dir} appeared while building")

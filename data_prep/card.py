@@ -77,7 +77,16 @@ def to_markdown(c: dict) -> str:
                 "| rule | names | examples |", "|---|---|---|"]
       lines += _table((r, v["names"], ", ".join(v["examples"]))
                       for r, v in ln["precision_rules"].items())
+  b, sizing = c["options"]["budgets"], c.get("name_rows_sizing")
   lines += ["", "## Packed rows and padding", "",
+            f"Per row: {b['seq_len']} sentence tokens, {b['name_rows']} x "
+            f"{b['name_len']} concept-name tokens"
+            + (f" (name rows sized from the data: "
+               f"{sizing['name_tokens_per_sentence_token']:.2f} name tokens "
+               f"per sentence token over {sizing['sampled_sentences']} "
+               "sentences)" if sizing else "")
+            + f"; packed first-fit over {c['options'].get('open_rows', 1)} "
+            "open rows.", "",
             "Rows with two sentences of one document: as packed, and if "
             "sentences were dealt to rows at random (what chance says).", "",
             "| split | rows | sentences | same-document rows | if random | "

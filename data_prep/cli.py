@@ -16,6 +16,7 @@ Common options: --tokenizer (HF dir or `starter`), --views, --seed,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -27,7 +28,11 @@ def _options(args):
   from bali_jax.features import Budgets, tiny_budgets
   from data_prep.build import BuildOptions
   budgets = tiny_budgets() if args.budgets == "tiny" else Budgets()
-  return BuildOptions(budgets=budgets, views=args.views, seed=args.seed,
+  if args.name_rows != "auto":
+    budgets = dataclasses.replace(budgets, name_rows=int(args.name_rows))
+  return BuildOptions(budgets=budgets, open_rows=args.open_rows,
+                      size_name_rows=args.name_rows == "auto",
+                      views=args.views, seed=args.seed,
                       validation_percent=args.validation_percent,
                       test_percent=args.test_percent, workers=args.workers,
                       file_format=args.file_format,
@@ -145,6 +150,14 @@ def _common(p):
                  "sentences) or file order (ablation only)")
   p.add_argument("--seed", type=int, default=29)
   p.add_argument("--budgets", choices=("default", "tiny"), default="default")
+  p.add_argument("--name-rows", default="auto",
+                 help="concept-name rows per record: `auto` (default) sizes "
+                 "them from the data's name tokens per sentence token, so "
+                 "neither budget is mostly padding; or a number")
+  p.add_argument("--open-rows", type=int, default=8,
+                 help="rows the packer keeps open: each sentence goes to the "
+                 "first with room, the fullest is emitted when none has "
+                 "(default 8; 1 = plain greedy)")
   p.add_argument("--validation-percent", type=int, default=5)
   p.add_argument("--test-percent", type=int, default=5)
   p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))

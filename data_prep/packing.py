@@ -1,9 +1,10 @@
 """Packing sentence views into fixed-shape rows (the record schema).
 
-Greedy in the order sentences arrive (`data_prep.views` shuffles them): a
-sentence joins the current row when its tokens, links, entities, nodes,
-edges and every concept name (first-fit over the row's name rows) all fit;
-otherwise the row is emitted and a new one starts. Rows never split a
+First-fit over a few open rows, in the order sentences arrive
+(`data_prep.views` shuffles them): a sentence joins the first open row where
+its tokens, links, entities, nodes, edges and every concept name (first-fit
+over the row's name rows) all fit; when none has room, the fullest row is
+emitted and a new one opened. Rows never split a
 sentence or a subgraph. A sentence too big for an empty
 row keeps its first entities that fit (their subgraphs whole) and is counted.
 `PackStats` measures padding waste, the packed distribution and how often
@@ -100,61 +101,41 @@ def _place_names(fill: list[int], names: list[list[int]], name_len: int):
   return out
 
 
-class RowPacker:
-  def __init__(self, budgets: Budgets):
-    self.b = budgets
-    self.stats = PackStats()
-    self._reset()
+def _needs(v: SentenceView):
+  names = [n for per in v.names for n in per]
+  return (len(v.ids), len(v.links), len(v.concepts),
+          len(v.concepts) + sum(len(n) for n in v.neighbors),
+          sum(len(n) for n in v.neighbors), names)
 
-  def _reset(self):
-    self.rec = empty_record(self.b)
+
+class _Row:
+  """One row being filled: the record and what each budget has used."""
+
+  def __init__(self, b: Budgets):
+    self.b = b
+    self.rec = empty_record(b)
     self.n_sent = self.tok = self.link = self.ent = self.node = self.edge = 0
-    self.name_fill = [0] * self.b.name_rows
+    self.name_tokens = 0
+    self.name_fill = [0] * b.name_rows
     self.docs: list[int] = []
 
-  def _needs(self, v: SentenceView):
-    names = [n for per in v.names for n in per]
-    return (len(v.ids), len(v.links), len(v.concepts),
-            len(v.concepts) + sum(len(n) for n in v.neighbors),
-            sum(len(n) for n in v.neighbors), names)
-
-  def _fits(self, v: SentenceView, empty: bool = False):
+  def fits(self, v: SentenceView):
+    """Name places if `v` fits in this row, else None."""
     b = self.b
-    tok, link, ent, node, edge, names = self._needs(v)
-    base = (0, 0, 0, 0, 0) if empty else (self.tok, self.link, self.ent,
-                                          self.node, self.edge)
-    fill = [0] * b.name_rows if empty else self.name_fill
-    if (base[0] + tok > b.seq_len or base[1] + link > b.max_links
-        or base[2] + ent > b.max_entities or base[3] + node > b.max_nodes
-        or base[4] + edge > b.max_edges):
+    tok, link, ent, node, edge, names = _needs(v)
+    if (self.tok + tok > b.seq_len or self.link + link > b.max_links
+        or self.ent + ent > b.max_entities or self.node + node > b.max_nodes
+        or self.edge + edge > b.max_edges):
       return None
-    return _place_names(fill, names, b.name_len)
+    return _place_names(self.name_fill, names, b.name_len)
 
-  def _trim(self, v: SentenceView) -> SentenceView | None:
-    for keep in range(len(v.concepts) - 1, 0, -1):
-      t = SentenceView(v.ids, [l for l in v.links if l[1] < keep],
-                       v.concepts[:keep], v.neighbors[:keep], v.names[:keep])
-      if self._fits(t, empty=True) is not None:
-        return t
-    return None
+  def fill(self) -> float:
+    """Share used of the budget that binds most (tokens or name tokens)."""
+    b = self.b
+    return max(self.tok / b.seq_len,
+               self.name_tokens / (b.name_rows * b.name_len))
 
-  def add(self, v: SentenceView, doc: int = -1):
-    """Adds a sentence of document `doc` (an integer code, for the
-    statistics); yields the rows it completes (0 or 1)."""
-    if self._fits(v, empty=True) is None:
-      v = self._trim(v)
-      if v is None:
-        self.stats.dropped_sentences += 1
-        return
-      self.stats.trimmed_sentences += 1
-    places = self._fits(v)
-    if places is None:
-      yield self.flush()
-      places = self._fits(v)
-    self._write(v, places)
-    self.docs.append(doc)
-
-  def _write(self, v: SentenceView, places):
+  def write(self, v: SentenceView, places, doc: int):
     r, s = self.rec, self.n_sent + 1
     t0, e0 = self.tok, self.ent
     r["input_ids"][t0:t0 + len(v.ids)] = v.ids
@@ -187,28 +168,81 @@ class RowPacker:
           r["edge_mask"][self.edge] = 1
           self.edge += 1
         self.node += 1
-        self.stats.name_tokens += len(name)
+        self.name_tokens += len(name)
     self.n_sent += 1
     self.tok += len(v.ids)
     self.link += len(v.links)
     self.ent += len(v.concepts)
+    self.docs.append(doc)
 
-  def flush(self) -> dict[str, np.ndarray] | None:
-    """Emits the current row (None when empty)."""
-    if self.n_sent == 0:
-      return None
-    rec = self.rec
-    rec["num_sentences"][...] = self.n_sent
+
+class RowPacker:
+  """Packs sentence views into rows, keeping `open_rows` rows open.
+
+  Each sentence goes to the first open row it fits in; when none has room
+  and all are open, the fullest row is emitted and a new one opened. With
+  one open row this is the plain greedy packer; a few open rows let short
+  sentences fill the gaps long ones leave (padding falls from ~18% to a
+  few percent on the open default) while rows stay random mixes of the
+  shuffled input.
+  """
+
+  def __init__(self, budgets: Budgets, open_rows: int = 8):
+    if open_rows < 1:
+      raise ValueError(f"open_rows must be >= 1, got {open_rows}")
+    self.b = budgets
+    self.open_rows = open_rows
+    self.stats = PackStats()
+    self.rows: list[_Row] = []
+
+  def _trim(self, v: SentenceView) -> SentenceView | None:
+    for keep in range(len(v.concepts) - 1, 0, -1):
+      t = SentenceView(v.ids, [l for l in v.links if l[1] < keep],
+                       v.concepts[:keep], v.neighbors[:keep], v.names[:keep])
+      if _Row(self.b).fits(t) is not None:
+        return t
+    return None
+
+  def add(self, v: SentenceView, doc: int = -1):
+    """Adds a sentence of document `doc` (an integer code, for the
+    statistics); yields the rows it completes (0 or 1)."""
+    if _Row(self.b).fits(v) is None:
+      v = self._trim(v)
+      if v is None:
+        self.stats.dropped_sentences += 1
+        return
+      self.stats.trimmed_sentences += 1
+    for row in self.rows:
+      places = row.fits(v)
+      if places is not None:
+        row.write(v, places, doc)
+        return
+    if len(self.rows) == self.open_rows:
+      full = max(range(len(self.rows)), key=lambda i: self.rows[i].fill())
+      yield self._emit(self.rows.pop(full))
+    row = _Row(self.b)
+    row.write(v, row.fits(v), doc)
+    self.rows.append(row)
+
+  def finish(self):
+    """Yields the rows still open, in the order they were opened."""
+    rows, self.rows = self.rows, []
+    for row in rows:
+      yield self._emit(row)
+
+  def _emit(self, row: _Row) -> dict[str, np.ndarray]:
+    rec = row.rec
+    rec["num_sentences"][...] = row.n_sent
     st = self.stats
     st.rows += 1
-    st.sentences += self.n_sent
-    st.sentences_per_row[self.n_sent] += 1
-    st.doc_codes += self.docs
-    st.row_sizes.append(self.n_sent)
-    st.tokens += self.tok
-    st.links += self.link
-    st.entities += self.ent
-    st.nodes += self.node
-    st.edges += self.edge
-    self._reset()
+    st.sentences += row.n_sent
+    st.sentences_per_row[row.n_sent] += 1
+    st.doc_codes += row.docs
+    st.row_sizes.append(row.n_sent)
+    st.tokens += row.tok
+    st.name_tokens += row.name_tokens
+    st.links += row.link
+    st.entities += row.ent
+    st.nodes += row.node
+    st.edges += row.edge
     return rec

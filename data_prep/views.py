@@ -24,6 +24,7 @@ record for record the same view as one built at once.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 
@@ -64,13 +65,15 @@ def packing_order(n: int, seed: int, view: int, order: str) -> np.ndarray:
   return np.random.default_rng([seed, view, 0x5EED]).permutation(n)
 
 
-def view_rows(path: str, kg, names, budgets, seed: int, order: str):
+def view_rows(path: str, kg, names, budgets, seed: int, order: str,
+              open_rows: int = 1):
   """Generator factory: `gen(view)` yields (example id, record) rows of one
-  split; after a view is exhausted, `gen.stats[view]` holds its PackStats."""
+  split; after a view is exhausted, `gen.stats[view]` holds its PackStats.
+  `open_rows` is the packer's window (1 = plain greedy, older datasets)."""
   sentences = SentenceFile(path)
 
   def gen(view):
-    packer = RowPacker(budgets)
+    packer = RowPacker(budgets, open_rows)
     rows = 0
     docs: dict[str, int] = {}
     for serial, s in sentences.read(packing_order(len(sentences), seed, view,
@@ -80,10 +83,30 @@ def view_rows(path: str, kg, names, budgets, seed: int, order: str):
         rec["example_id"][...] = rows
         rows += 1
         yield rows - 1, rec
-    rec = packer.flush()
-    if rec is not None:
+    for rec in packer.finish():
       rec["example_id"][...] = rows
-      yield rows, rec
+      rows += 1
+      yield rows - 1, rec
     gen.stats[view] = packer.stats
   gen.stats = {}
   return gen
+
+
+def size_name_rows(path: str, kg, names, budgets, seed: int, order: str,
+                   sample: int = 2000) -> dict:
+  """Name rows for this data: enough name tokens per row for the concept
+  names that a full row of sentence tokens brings, measured on the first
+  `sample` sentences of view 0. Sized so the sentence and name budgets
+  bind about equally often; a fixed guess wastes one or the other (6 x 64
+  name slots left 64% of name tokens as padding on the open default)."""
+  sentences = SentenceFile(path)
+  order_ = packing_order(len(sentences), seed, 0, order)[:sample]
+  tok = name_tok = 0
+  for serial, s in sentences.read(order_):
+    v = sample_view(s, kg, names, budgets.max_neighbors, seed, 0, serial)
+    tok += len(v.ids)
+    name_tok += sum(len(n) for per in v.names for n in per)
+  ratio = name_tok / max(tok, 1)
+  rows = max(1, math.ceil(ratio * budgets.seq_len / budgets.name_len))
+  return {"name_rows": rows, "name_tokens_per_sentence_token": ratio,
+          "sampled_sentences": len(order_)}

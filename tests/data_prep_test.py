@@ -10,7 +10,8 @@ import re
 import numpy as np
 import pytest
 
-from bali_jax.features import feature_shapes, tiny_budgets, validate_record
+from bali_jax.features import (Budgets, feature_shapes, tiny_budgets,
+                                validate_record)
 from bali_jax.open_data import starter_model_dir
 from bali_jax.tokenizer import load_tokenizer
 from data_prep import ontologies, sources, umls
@@ -323,9 +324,16 @@ def test_open_default_cli_small_slice(tmp_path):
   assert card["linker"]["mentions"] > 0
   spec = json.load(open(out / "bali_dataset.json"))
   assert spec["splits"]["train_view0"] > 0
+  # name rows sized from the data (`--name-rows auto`, the default)
+  sized = spec["name_rows_sizing"]
+  assert spec["budgets"]["name_rows"] == sized["name_rows"] >= 1
+  assert spec["budgets"] == {**tiny_budgets().to_dict(),
+                             "name_rows": sized["name_rows"]}
+  assert "name rows sized from the data" in run.stdout
+  budgets = Budgets(**spec["budgets"])
   for split in spec["splits"]:
     for r in _read(str(out), split)[:20]:
-      assert validate_record(r, tiny_budgets(), spec["num_concepts"],
+      assert validate_record(r, budgets, spec["num_concepts"],
                              spec["vocab_size"]) == []
   # the same command again refuses to overwrite a finished dataset
   again = subprocess.run(
