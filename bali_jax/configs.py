@@ -71,7 +71,11 @@ class TrainConfig:
   mesh_data: int = -1
   mesh_fsdp: int = 1
   mesh_tensor: int = 1
-  peak_tflops_per_device: float = 0.0  # 0 = from the device kind table
+  peak_tflops_per_device: float = 0.0  # 0 = vendor table; CPU: measured
+  # "auto": bfloat16 compute (float32 master weights, LayerNorm, softmax
+  # and losses) on GPU/TPU, model.bert.dtype on CPU; or "float32" /
+  # "bfloat16" everywhere. Resolved at start-up into model.bert.dtype.
+  compute_dtype: str = "auto"
 
   def replace(self, **kw) -> "TrainConfig":
     return dataclasses.replace(self, **kw)
@@ -193,6 +197,18 @@ def resolve_batch(cfg: TrainConfig, spec: dict, num_devices: int,
   m = batch_multiple(cfg, num_devices, process_count)
   rows = max(m, int(round(cfg.batch_sentences / per_row / m)) * m)
   return cfg.replace(batch_size=rows)
+
+
+def resolve_dtype(cfg: TrainConfig, backend: str) -> TrainConfig:
+  """`compute_dtype` -> model.bert.dtype for this backend."""
+  want = cfg.compute_dtype
+  if want == "auto":
+    want = "bfloat16" if backend in ("gpu", "tpu") else cfg.model.bert.dtype
+  if want not in ("float32", "bfloat16"):
+    raise ValueError(f"compute_dtype={cfg.compute_dtype!r}; expected auto, "
+                     "float32 or bfloat16")
+  bert = dataclasses.replace(cfg.model.bert, dtype=want)
+  return cfg.replace(model=dataclasses.replace(cfg.model, bert=bert))
 
 
 def validate(cfg: TrainConfig, num_devices: int, spec: dict | None) -> None:

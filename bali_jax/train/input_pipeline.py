@@ -154,3 +154,55 @@ def example_batch(spec: dict, rows: int = 1,
   drop = MODEL_KEYS_DROPPED + (() if typed_relations else ("edge_relation",))
   return {k: np.zeros((rows,) + s, d) for k, (s, d) in shapes.items()
           if k not in drop}
+
+
+class Prefetch:
+  """Runs `fn` over an iterator in a background thread, `depth` items
+  ahead: the next batches are already global device arrays while the
+  current step runs, so the host never stalls the device. Errors of the
+  producer are raised in the consumer; `close()` stops the thread."""
+
+  _END = object()
+
+  def __init__(self, iterator, fn, depth: int = 2):
+    import queue
+    import threading
+    self._q = queue.Queue(maxsize=depth)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, args=(iterator, fn),
+                                    daemon=True, name="prefetch")
+    self._thread.start()
+
+  def _put(self, item) -> bool:
+    import queue
+    while not self._stop.is_set():
+      try:
+        self._q.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def _run(self, iterator, fn):
+    try:
+      for item in iterator:
+        if not self._put(fn(item)):
+          return
+      self._put(self._END)
+    except BaseException as e:  # noqa: BLE001 - handed to the consumer
+      self._put(e)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    item = self._q.get()
+    if item is self._END:
+      raise StopIteration
+    if isinstance(item, BaseException):
+      raise item
+    return item
+
+  def close(self):
+    self._stop.set()
+    self._thread.join(timeout=5)

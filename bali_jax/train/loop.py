@@ -25,7 +25,8 @@ from tqdm import tqdm
 import bali_jax
 from bali_jax import configs
 from bali_jax.train import input_pipeline as data
-from bali_jax.train import metrics as metrics_lib, sharding
+from bali_jax.train import metrics as metrics_lib, peak as peak_lib
+from bali_jax.train import sharding
 from bali_jax.train.checkpoint import Checkpointer
 from bali_jax.train.step import (TrainState, _corrupt, eval_step, init_state,
                                  make_optimizer, train_step)
@@ -123,7 +124,8 @@ def _load_bert(cfg, spec, state, tx, shardings):
                      "data with `python -m data_prep ... --tokenizer "
                      f"{cfg.init_from}`")
   if pre.config.replace(dtype=bc.dtype, remat_policy=bc.remat_policy,
-                        scan_layers=bc.scan_layers) != bc:
+                        scan_layers=bc.scan_layers,
+                        attention=bc.attention) != bc:
     raise ValueError(f"init_from={cfg.init_from}: its config.json does not "
                      f"match the model config ({pre.config} vs {bc})")
   bert = pre.params["bert"]
@@ -141,7 +143,7 @@ def _global(batch, mesh):
       sharding.batch_sharding(mesh, v.ndim), v) for k, v in batch.items()}
 
 
-def _startup(cfg, mesh, state, compiled, flops, peak):
+def _startup(cfg, mesh, state, compiled, flops, peak, peak_from):
   n = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))
   mem = compiled.memory_analysis()
   lines = [
@@ -151,8 +153,9 @@ def _startup(cfg, mesh, state, compiled, flops, peak):
       f"mesh {dict(mesh.shape)}",
       f"parameters: bert {n(state.params['bert']):,}, gnn "
       f"{n(state.params['gnn']):,}, mlm_head {n(state.params['mlm_head']):,}",
-      f"analytic training FLOPs per step {flops / 1e12:.4f} TFLOP; peak "
-      f"{peak:.4g} TFLOP/s per device",
+      f"analytic training FLOPs per step {flops / 1e12:.4f} TFLOP with "
+      f"padding (MFU counts real tokens only); peak {peak:.4g} TFLOP/s per "
+      f"device ({peak_from})",
   ]
   if mem is not None:
     lines.append(
@@ -179,11 +182,37 @@ def _batch_line(cfg, spec, pipe) -> str:
           "train view(s)")
 
 
+def jit_steps(cfg, spec, tx, mesh, shardings):
+  """The jitted train and eval steps with their shardings, and an example
+  global batch to lower them with."""
+  local_rows = cfg.batch_size // jax.process_count()
+  example = _global(data.example_batch(
+      spec, local_rows, typed_relations=bool(cfg.model.gnn.num_relations)),
+                    mesh)
+  in_batch = jax.tree.map(lambda x: x.sharding, example)
+
+  def bali_train_step(s, b, r):  # named: compile logs say which function
+    return train_step(s, b, r, cfg=cfg, spec=spec, tx=tx)
+
+  def bali_eval_step(p, b, r):
+    return eval_step(p, b, r, cfg=cfg, spec=spec)
+
+  step_fn = jax.jit(
+      bali_train_step,
+      in_shardings=(shardings, in_batch, sharding.replicated(mesh)),
+      out_shardings=(shardings, sharding.replicated(mesh)),
+      donate_argnums=0)
+  eval_fn = jax.jit(bali_eval_step, in_shardings=(
+      shardings.params, in_batch, sharding.replicated(mesh)))
+  return step_fn, eval_fn, example
+
+
 def train_and_evaluate(cfg, workdir: str) -> dict:
   """Trains (or resumes) and returns the last step's metrics."""
   spec = data.load_spec(cfg.data_dir)
   cfg = configs.resolve_batch(cfg, spec, jax.device_count(),
                               jax.process_count())
+  cfg = configs.resolve_dtype(cfg, jax.default_backend())
   configs.validate(cfg, jax.device_count(), spec)
   check_same_run(cfg)
   # before anything compiles: data shape and view checks
@@ -216,84 +245,93 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     print(f"resumed from step {start} (epoch, batch) = "
           f"{tuple(meta['position'])}")
   start = start or 0
-  local_rows = cfg.batch_size // jax.process_count()
-  example = _global(data.example_batch(
-      spec, local_rows, typed_relations=bool(cfg.model.gnn.num_relations)),
-                    mesh)
-  in_batch = jax.tree.map(lambda x: x.sharding, example)
-
-  def bali_train_step(s, b, r):  # named: compile logs say which function
-    return train_step(s, b, r, cfg=cfg, spec=spec, tx=tx)
-
-  def bali_eval_step(p, b, r):
-    return eval_step(p, b, r, cfg=cfg, spec=spec)
-
-  step_fn = jax.jit(
-      bali_train_step,
-      in_shardings=(shardings, in_batch, sharding.replicated(mesh)),
-      out_shardings=(shardings, sharding.replicated(mesh)),
-      donate_argnums=0)
-  eval_fn = jax.jit(bali_eval_step, in_shardings=(
-      shardings.params, in_batch, sharding.replicated(mesh)))
+  step_fn, eval_fn, example = jit_steps(cfg, spec, tx, mesh, shardings)
   rng = jax.random.key(cfg.seed + 1)
   compiled = step_fn.lower(state, example, rng).compile()
-  flops = metrics_lib.train_flops_per_step(cfg, spec)
-  peak = metrics_lib.peak_tflops_per_device(cfg)
+  padded_flops = metrics_lib.padded_train_flops(cfg, spec)
+  peak = peak_lib.peak_tflops_per_device(cfg)
   if lead:
-    _startup(cfg, mesh, state, compiled, flops, peak)
+    _startup(cfg, mesh, state, compiled, padded_flops, peak,
+             peak_lib.peak_source(cfg))
   linking = None
   if cfg.el_eval_every:
     from bali_jax.eval.in_training import LinkingEval
     linking = LinkingEval(cfg, spec, data_tokenizer(cfg, spec))
-  evaluate = lambda step: _evaluate(eval_fn, state, pipe, mesh, writer, step,
-                                    linking)
   writer = metrics_lib.MetricsWriter(workdir, lead)
   preempt = _Preemption()
-  last = {}
   position = lambda s: list(pipe.position(s))
   bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step",
              disable=not lead, file=sys.stderr)
   b = spec["budgets"]
   padded = cfg.batch_size * (b["seq_len"] + b["name_rows"] * b["name_len"])
-  batches = pipe.train_batches(start)
-  t_prev = time.time()
-  step = start
-  for step, local in batches:
-    if step >= cfg.steps:
-      break
-    state, m = step_fn(state, _global(local, mesh), rng)
-    m = {k: float(v) for k, v in jax.device_get(m).items()}
+  n_dev = jax.device_count()
+  clock = {"t": time.time()}
+  last = {}
+
+  def report(done, m_dev):
+    """Reads back the metrics of step `done` (called one step late, after
+    the next step is dispatched, so the host never waits for the device
+    between steps)."""
+    nonlocal last
+    m = {k: float(v) for k, v in jax.device_get(m_dev).items()}
     now = time.time()
-    dt, t_prev = now - t_prev, now
+    dt, clock["t"] = now - clock["t"], now
     m.update(step_time=dt, tokens_per_s=padded / dt,
              real_tokens_per_s=m["real_tokens"] / dt,
-             tflops_per_device=flops / dt / jax.device_count() / 1e12)
+             tflops_per_device=m["real_flops"] / dt / n_dev / 1e12,
+             padded_tflops_per_device=padded_flops / dt / n_dev / 1e12)
     if peak:
       m["mfu"] = m["tflops_per_device"] / peak
+      m["padded_mfu"] = m["padded_tflops_per_device"] / peak
     last = m
-    done = step + 1
     if lead and (done % cfg.log_every == 0 or done == cfg.steps):
       writer.write(done, m)
       bar.write(f"step {done}: loss {m['loss']:.4f} mlm {m['mlm_loss']:.4f} "
                 f"align {m['align_loss']:.4f} lr {m['lr_lm']:.2e} grad_norm "
                 f"{m['grad_norm']:.3f} {dt:.2f}s/step "
-                f"{m['tokens_per_s']:.0f} tok/s ({m['real_tokens_per_s']:.0f}"
-                f" real) " + (f"MFU {m['mfu']:.1%}" if peak else ""))
+                f"{m['real_tokens_per_s']:.0f} real tok/s "
+                f"({m['tokens_per_s']:.0f} padded) "
+                + (f"MFU {m['mfu']:.1%} (padded {m['padded_mfu']:.1%})"
+                   if peak else ""))
     bar.update(1)
-    if done < cfg.steps and any(
-        every and done % every == 0
-        for every in (cfg.eval_every, cfg.el_eval_every)):
-      evaluate(done)
-    stop = preempt.agreed()
-    if done % cfg.save_every == 0 or stop or done == cfg.steps:
-      ckpt.save(done, state, {"position": position(done), "step": done},
-                force=stop or done == cfg.steps)
-    if stop:
-      print(f"SIGTERM: saved step {done}, stopping", flush=True)
-      break
+
+  batches = data.Prefetch(pipe.train_batches(start),
+                          lambda item: (item[0], _global(item[1], mesh)))
+  pending = None
+  step = start
+  try:
+    for step, batch in batches:
+      if step >= cfg.steps:
+        break
+      state, m_dev = step_fn(state, batch, rng)
+      if pending is not None:
+        report(*pending)
+      done = step + 1
+      pending = (done, m_dev)
+      stop = preempt.agreed()
+      evals = done < cfg.steps and any(
+          every and done % every == 0
+          for every in (cfg.eval_every, cfg.el_eval_every))
+      save = done % cfg.save_every == 0 or stop or done == cfg.steps
+      if evals or save or done == cfg.steps:
+        report(*pending)  # in order, before eval lines and saves
+        pending = None
+      if evals:
+        _evaluate(eval_fn, state, pipe, mesh, writer, done, linking)
+        clock["t"] = time.time()  # eval time is not step time
+      if save:
+        ckpt.save(done, state, {"position": position(done), "step": done},
+                  force=stop or done == cfg.steps)
+      if stop:
+        print(f"SIGTERM: saved step {done}, stopping", flush=True)
+        break
+    if pending is not None:
+      report(*pending)
+  finally:
+    batches.close()
   bar.close()
   if not preempt.requested and step >= cfg.steps - 1:
-    evaluate(cfg.steps)
+    _evaluate(eval_fn, state, pipe, mesh, writer, cfg.steps, linking)
   ckpt.close()
   writer.close()
   if lead:

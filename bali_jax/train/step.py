@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bali_jax.train import masking
+from bali_jax.train import flops, masking
 from bali_jax.model.bali import DIFFERENTIABLE, BaliModel, objective
 
 
@@ -172,8 +172,10 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, cfg,
   params = optax.apply_updates(state.params, updates)
   real = (jnp.sum(batch["segment_ids"] > 0)
           + jnp.sum(batch["name_segment_ids"] > 0))
+  real_flops = sum(flops.real_flops(cfg, batch,
+                                    metrics["num_mlm_tokens"]).values())
   metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
-                 real_tokens=real,
+                 real_tokens=real, real_flops=real_flops,
                  lr_lm=lm_schedule(cfg)(state.step),
                  lr_other=schedule(cfg.lr_other, cfg)(state.step))
   return TrainState(step=state.step + 1, params=params,
