@@ -162,3 +162,40 @@ def test_every_parameter_has_logical_axes():
     if cfg.scan_layers:
       k = boxed["bert"]["encoder"]["layers"]["layer"]["query"]["kernel"]
       assert k.names == ("layers", "embed", "heads", "kv")
+
+
+def test_fused_attention_path_matches_einsum_on_packed_rows():
+  """attention="xla" (jax.nn.dot_product_attention, the call cuDNN runs
+  through on GPU) equals our einsum attention on packed segments; it
+  refuses attention dropout rather than silently dropping it."""
+  config = tiny_config()
+  tm = random_torch_model(config, seed=2)
+  params = _ours(config, tm)["bert"]
+  rng = np.random.default_rng(5)
+  ids = rng.integers(1, config.vocab_size, (2, 24)).astype(np.int32)
+  seg = np.array([[1] * 7 + [2] * 10 + [3] * 4 + [0] * 3,
+                  [1] * 20 + [0] * 4], np.int32)
+  real = seg > 0
+  outs = {}
+  for impl in ("einsum", "xla", "auto"):
+    model = BertModel(config.replace(attention=impl))
+    outs[impl] = np.asarray(model.apply({"params": params}, ids,
+                                        segment_ids=seg)["last_hidden_state"])
+  assert np.max(np.abs(outs["xla"][real] - outs["einsum"][real])) <= 1e-5
+  np.testing.assert_array_equal(outs["auto"], outs["einsum"])  # CPU: einsum
+  with pytest.raises(ValueError, match="no attention dropout"):
+    BertModel(config.replace(attention="xla")).apply(
+        {"params": params}, ids, segment_ids=seg, deterministic=False,
+        rngs={"dropout": jax.random.key(0)})
+
+
+def test_compute_dtype_resolution():
+  from bali_jax import configs
+  cfg = configs.get_config("tiny")
+  assert configs.resolve_dtype(cfg, "cpu").model.bert.dtype == "float32"
+  for backend in ("gpu", "tpu"):
+    assert configs.resolve_dtype(cfg, backend).model.bert.dtype == "bfloat16"
+  full = cfg.replace(compute_dtype="float32")
+  assert configs.resolve_dtype(full, "gpu").model.bert.dtype == "float32"
+  with pytest.raises(ValueError, match="compute_dtype"):
+    configs.resolve_dtype(cfg.replace(compute_dtype="fp8"), "cpu")

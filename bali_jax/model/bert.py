@@ -48,6 +48,34 @@ def compute_dtype(config: BertConfig):
   return jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
 
 
+def _fused_attention(c, q, k, v, mask, dt, dropping: bool):
+  """(B, L, H, Dh) context from jax.nn.dot_product_attention, or None where
+  our einsum attention runs instead (see `config.ATTENTION_IMPLS`). A
+  fully masked (padding) query row may differ between the two; padding
+  rows are never read."""
+  impl = c.attention
+  if impl == "auto":
+    if dropping or dt != jnp.bfloat16 or jax.default_backend() != "gpu":
+      return None
+    impl = "cudnn"
+    fallback = True
+  else:
+    fallback = False
+  if impl == "einsum":
+    return None
+  if dropping:
+    raise ValueError(f"attention={c.attention!r} has no attention dropout: "
+                     "set attention_probs_dropout_prob=0 or attention=auto")
+  try:
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=mask[:, None, :, :], scale=c.head_dim ** -0.5,
+        implementation=impl)
+  except (NotImplementedError, ValueError, RuntimeError):
+    if not fallback:  # cuDNN refused these shapes or this GPU at trace time
+      raise
+    return None
+
+
 def activation(config: BertConfig, x: Array) -> Array:
   # BERT's "gelu" is the exact erf GELU; jax.nn.gelu defaults to tanh.
   return jax.nn.gelu(x, approximate=not config.exact_gelu)
@@ -143,14 +171,18 @@ class BertLayer(nn.Module):
     q = qkv(name="query")(x)  # (B, L, H, Dh)
     k = qkv(name="key")(x)
     v = qkv(name="value")(x)
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k,
-                        preferred_element_type=jnp.float32)
-    scores = scores * (dh ** -0.5)  # (B, H, L, L) f32
-    scores = jnp.where(mask[:, None, :, :], scores, _NEG_INF)
-    probs = jax.nn.softmax(scores, axis=-1)
-    probs = nn.Dropout(c.attention_probs_dropout_prob)(
-        probs, self.deterministic).astype(dt)
-    ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # (B, L, H, Dh)
+    dropping = (not self.deterministic
+                and c.attention_probs_dropout_prob > 0)
+    ctx = _fused_attention(c, q, k, v, mask, dt, dropping)
+    if ctx is None:
+      scores = jnp.einsum("bqhd,bkhd->bhqk", q, k,
+                          preferred_element_type=jnp.float32)
+      scores = scores * (dh ** -0.5)  # (B, H, L, L) f32
+      scores = jnp.where(mask[:, None, :, :], scores, _NEG_INF)
+      probs = jax.nn.softmax(scores, axis=-1)
+      probs = nn.Dropout(c.attention_probs_dropout_prob)(
+          probs, self.deterministic).astype(dt)
+      ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # (B, L, H, Dh)
     attn = nn.DenseGeneral(
         c.hidden_size, axis=(-2, -1), dtype=dt, param_dtype=jnp.float32,
         kernel_init=_dense_init(c, ("heads", "kv", "embed")),

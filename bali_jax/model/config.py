@@ -1,7 +1,7 @@
 """Typed BERT configuration that reads and writes Hugging Face `config.json`.
 
 The HF fields describe the architecture and travel with every import and
-export. The runtime fields (compute dtype, remat, scan) only say how *we* run
+export. The runtime fields (compute dtype, remat, scan, attention kernel) only say how *we* run
 the model; they are never written to `config.json`, so an export looks exactly
 like one made by `transformers`.
 """
@@ -19,6 +19,13 @@ _EXACT_GELU = ("gelu",)
 _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# "einsum": our own masked softmax attention (with attention dropout);
+# "xla" / "cudnn": jax.nn.dot_product_attention with that implementation
+# (cuDNN flash attention needs a GPU and 16-bit inputs; neither has
+# attention dropout); "auto": cuDNN on GPU in bfloat16 when attention
+# dropout is inactive (eval, or probability 0) and cuDNN accepts the
+# shapes, else einsum.
+ATTENTION_IMPLS = ("auto", "einsum", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +53,7 @@ class BertConfig:
   dtype: str = "float32"  # compute dtype; params, LayerNorm, softmax stay f32
   remat_policy: str = "none"
   scan_layers: bool = False
+  attention: str = "auto"
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:
@@ -57,6 +65,9 @@ class BertConfig:
                        f"expected one of {_EXACT_GELU + _TANH_GELU}")
     if self.dtype not in COMPUTE_DTYPES:
       raise ValueError(f"dtype={self.dtype!r}; expected {COMPUTE_DTYPES}")
+    if self.attention not in ATTENTION_IMPLS:
+      raise ValueError(f"attention={self.attention!r}; expected "
+                       f"{ATTENTION_IMPLS}")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(
           f"remat_policy={self.remat_policy!r}; expected {REMAT_POLICIES}")
@@ -75,7 +86,7 @@ class BertConfig:
   # ---------------------------------------------------------------- HF I/O
   @classmethod
   def hf_fields(cls) -> tuple[str, ...]:
-    runtime = {"dtype", "remat_policy", "scan_layers"}
+    runtime = {"dtype", "remat_policy", "scan_layers", "attention"}
     return tuple(f.name for f in dataclasses.fields(cls)
                  if f.name not in runtime)
 
