@@ -9,6 +9,9 @@ Commands (stable: users script them):
              zero-shot entity linking, models side by side.
   ablate     --data DIR --workdir DIR [--steps N] [--variant NAME:k=v,...]
              short runs with one key changed each, one evaluated table.
+  bench      --config PRESET [--data DIR | --synthetic] [--steps N]
+             [--compare-torch] [--out FILE] [key=value ...]
+             throughput, MFU, memory; the authors' PyTorch stack beside.
 
 SRC is an HF BERT directory (a round trip through our Flax model, verified
 on the way) or `starter` for the open starter model. Training checkpoints
@@ -214,6 +217,16 @@ def cmd_ablate(args) -> int:
   return 0
 
 
+def cmd_bench(args) -> int:
+  if args.num_cpu_devices:
+    import jax
+    jax.config.update("jax_num_cpu_devices", args.num_cpu_devices)
+  if bool(args.data) == bool(args.synthetic):
+    raise ValueError("bench: give --data DIR or --synthetic (one of them)")
+  from bali_jax.bench import runner
+  return runner.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m bali_jax",
                               description=__doc__.split("\n\n")[0])
@@ -284,6 +297,33 @@ def build_parser() -> argparse.ArgumentParser:
   a.add_argument("overrides", nargs="*",
                  help="key=value applied to every variant")
   a.set_defaults(func=cmd_ablate)
+  b = sub.add_parser("bench", help="throughput and MFU of the train step, "
+                     "optionally beside the authors' PyTorch stack")
+  b.add_argument("--config", default="open_default", help="preset")
+  b.add_argument("--data", default=None, help="a data_prep dataset: its "
+                 "train_view0 records are the batches")
+  b.add_argument("--synthetic", action="store_true",
+                 help="no data: records with a data card's statistics "
+                 "(`--card`, default the open default's)")
+  b.add_argument("--card", default=None, help="data_card.json for "
+                 "--synthetic")
+  b.add_argument("--steps", type=int, default=12, help="timed steps")
+  b.add_argument("--warmup", type=int, default=2)
+  b.add_argument("--rounds", type=int, default=3,
+                 help="alternations of ours and torch (steps split over "
+                 "them)")
+  b.add_argument("--distinct-batches", type=int, default=4,
+                 help="batches cycled through")
+  b.add_argument("--compare-torch", action="store_true",
+                 help="also run the authors' PyTorch stack on the same "
+                 "batches (pip install -r requirements-bench.txt)")
+  b.add_argument("--no-breakdown", dest="breakdown", action="store_false",
+                 help="skip timing each phase alone")
+  b.add_argument("--out", default="runs/bench/report.json",
+                 help="JSON report path")
+  b.add_argument("--num-cpu-devices", type=int, default=0)
+  b.add_argument("overrides", nargs="*", help="key=value config overrides")
+  b.set_defaults(func=cmd_bench)
   return p
 
 
