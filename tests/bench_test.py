@@ -199,3 +199,21 @@ def test_bench_synthetic_and_against_torch(tmp_path):
     assert q["step_s"]["n"] == 2 and q["losses_finite"]
     assert q["shapes"]["entities"] > 0
     assert r["ratio_ours_over_torch"]["sentences_per_s"] > 0
+
+
+def test_peak_table_takes_the_longest_prefix_and_cpu_is_measured():
+  from bali_jax.train import peak
+  assert peak._table("NVIDIA H100 80GB HBM3") == 989.0
+  assert peak._table("NVIDIA H100 PCIe") == 756.0
+  assert peak._table("TPU v5 lite") == 197.0
+  assert peak._table("TPU v5p") == 459.0
+  assert peak._table("Some new chip") == 0.0
+  cfg = get_config("tiny")
+  assert peak.peak_source(cfg) == "measured fp32 matmul"
+  host = peak.measure_matmul_tflops()
+  assert 0 < host < 100  # a CPU, in TFLOP/s
+  import jax
+  assert peak.peak_tflops_per_device(cfg) == pytest.approx(
+      host / jax.local_device_count())
+  assert peak.peak_tflops_per_device(
+      cfg.replace(peak_tflops_per_device=2.5)) == 2.5

@@ -18,13 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Dense bf16 TFLOP/s per chip (vendor figures; H100/H200 SXM without
-# sparsity).
+# Dense bf16 TFLOP/s per chip, vendor figures without sparsity, matched by
+# the longest `device_kind` prefix (so "NVIDIA H100 PCIe" is not an SXM).
 PEAK_TFLOPS = {"TPU v4": 275.0, "TPU v5 lite": 197.0, "TPU v5e": 197.0,
                "TPU v5p": 459.0, "TPU v5": 459.0, "TPU v6 lite": 918.0,
-               "TPU v6e": 918.0, "NVIDIA H100": 989.0, "NVIDIA H200": 989.0,
-               "NVIDIA GH200": 989.0, "NVIDIA A100": 312.0,
-               "NVIDIA L4": 121.0}
+               "TPU v6e": 918.0, "NVIDIA H100": 989.0,
+               "NVIDIA H100 PCIe": 756.0, "NVIDIA H100 NVL": 835.0,
+               "NVIDIA H200": 989.0, "NVIDIA GH200": 989.0,
+               "NVIDIA A100": 312.0, "NVIDIA L4": 121.0}
 
 
 @functools.cache
@@ -55,10 +56,9 @@ def peak_source(cfg) -> str:
 
 
 def _table(kind: str) -> float:
-  for prefix, peak in PEAK_TFLOPS.items():
-    if kind.startswith(prefix):
-      return peak
-  return 0.0
+  match = max((p for p in PEAK_TFLOPS if kind.startswith(p)), key=len,
+              default=None)
+  return PEAK_TFLOPS[match] if match else 0.0
 
 
 def peak_tflops_per_device(cfg) -> float:
