@@ -64,8 +64,9 @@ def cmd_export_hf(args) -> int:
   import numpy as np
   from bali_jax import hf_export, hf_import, open_data
 
+  from bali_jax import storage
   src = open_data.resolve_model_dir(args.source)
-  if not os.path.isdir(src):
+  if not storage.isdir(src):
     raise FileNotFoundError(f"--source {src}: no such directory")
   if is_run_dir(src):
     return _export_run(args, src)

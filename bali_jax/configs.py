@@ -248,7 +248,6 @@ def from_dict(d: dict) -> TrainConfig:
 
 
 def load_run_config(workdir: str) -> TrainConfig:
-  import os
-  path = os.path.join(workdir, "config.json")
-  with open(path) as f:
-    return from_dict(json.load(f))
+  from bali_jax import storage
+  return from_dict(json.loads(storage.read_text(storage.join(workdir,
+                                                              "config.json"))))

@@ -41,7 +41,13 @@ def _replace_json(path: str, obj) -> None:
 
 def add_views(data_dir: str, views: int) -> dict:
   """Adds train views up to `views` in all; returns the updated spec."""
+  from bali_jax import storage
   from data_prep.tfds_builder import BaliRecords, prepare
+  if storage.is_url(data_dir):
+    raise BadInputError(
+        f"add-views --data {data_dir}: works on a local dataset (it "
+        "rewrites the tfds metadata in place); copy it down, add views, "
+        "and copy it back (e.g. gcloud storage cp -r)")
   with open(os.path.join(data_dir, SPEC_FILE)) as f:
     spec = json.load(f)
   have = spec["views"]

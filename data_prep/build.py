@@ -38,6 +38,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from bali_jax import storage
 from bali_jax.features import Budgets
 from bali_jax.tokenizer import save_tokenizer
 from data_prep import card
@@ -179,7 +180,35 @@ def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
                   o: BuildOptions, bad: BadRecords,
                   linker: DictionaryLinker | None = None,
                   extra: dict | None = None) -> dict:
-  """Builds the dataset; returns the data card dict. Atomic on `out_dir`."""
+  """Builds the dataset; returns the data card dict. Atomic on `out_dir`.
+
+  `out_dir` may be a URL (gs://...): the dataset is built in a local
+  temporary directory and uploaded, `bali_dataset.json` last, so a reader
+  (who checks for it) never sees a partial dataset."""
+  if not storage.is_url(out_dir):
+    return _build_local(documents, kg, tokenizer, out_dir, o, bad, linker,
+                        extra)
+  if storage.exists(out_dir):
+    raise FileExistsError(f"{out_dir} exists; choose a new directory")
+  with tempfile.TemporaryDirectory(prefix="bali-data-") as tmp:
+    local = os.path.join(tmp, "dataset")
+    data_card = _build_local(documents, kg, tokenizer, local, o, bad, linker,
+                             extra)
+    storage.makedirs(out_dir)
+    for name in sorted(os.listdir(local)):
+      if name != SPEC_FILE:
+        src = os.path.join(local, name)
+        if os.path.isdir(src):
+          storage.copy_tree(src, storage.join(out_dir, name))
+        else:
+          storage.write_bytes(storage.join(out_dir, name),
+                              open(src, "rb").read())
+    storage.write_bytes(storage.join(out_dir, SPEC_FILE),
+                        open(os.path.join(local, SPEC_FILE), "rb").read())
+  return data_card
+
+
+def _build_local(documents, kg, tokenizer, out_dir, o, bad, linker, extra):
   from data_prep.tfds_builder import BaliRecords, prepare
   t0 = time.time()
   if kg.heldout is None:  # before the linker and the name sampler see names

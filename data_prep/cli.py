@@ -20,6 +20,8 @@ import dataclasses
 import os
 import sys
 
+from bali_jax import storage
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -49,7 +51,7 @@ def _tokenizer(name):
 def _finish(card, out):
   from data_prep.card import to_markdown
   print(to_markdown(card))
-  print(f"dataset written to {os.path.abspath(out)}")
+  print(f"dataset written to {storage.display(out)}")
   return 0
 
 
@@ -59,7 +61,7 @@ def cmd_open_default(args) -> int:
   from data_prep.build import build_dataset
   from data_prep.errors import BadRecords
   from data_prep.linker import DictionaryLinker
-  if os.path.exists(args.out):
+  if storage.exists(args.out):
     raise FileExistsError(f"--out {args.out} exists; choose a new directory")
   bad = BadRecords(skip=args.on_bad_record == "skip")
   print("reading MONDO + HPO ...")
@@ -82,7 +84,7 @@ def cmd_umls(args) -> int:
   from data_prep import sources
   from data_prep.build import build_dataset
   from data_prep.errors import BadRecords
-  if os.path.exists(args.out):
+  if storage.exists(args.out):
     raise FileExistsError(f"--out {args.out} exists; choose a new directory")
   bad = BadRecords(skip=args.on_bad_record == "skip")
   kg, docs, n_mentioned = sources.umls_graph_and_corpus(
@@ -100,7 +102,7 @@ def cmd_kg(args) -> int:
   from data_prep.kg import Source
   from data_prep.linker import DictionaryLinker
   from data_prep.user_data import user_documents, user_graph
-  if os.path.exists(args.out):
+  if storage.exists(args.out):
     raise FileExistsError(f"--out {args.out} exists; choose a new directory")
   bad = BadRecords(skip=args.on_bad_record == "skip")
   kg = user_graph(args.ontology, args.edges, bad)

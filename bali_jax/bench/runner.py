@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 import bali_jax
-from bali_jax import configs
+from bali_jax import configs, storage
 from bali_jax.train import flops as flops_lib
 from bali_jax.train import input_pipeline as data
 from bali_jax.train import peak as peak_lib
@@ -43,7 +43,7 @@ def _record_batches(data_dir: str, spec: dict, rows: int, n: int):
   """The first n batches of train view 0, raw records (every key)."""
   import tensorflow_datasets as tfds
   data._tf()
-  builder = tfds.builder_from_directory(os.path.join(data_dir,
+  builder = tfds.builder_from_directory(storage.join(data_dir,
                                                      spec["tfds_dir"]))
   ds = builder.as_dataset(split="train_view0", shuffle_files=False)
   out = list(tfds.as_numpy(ds.batch(rows, drop_remainder=True).take(n)))
@@ -84,8 +84,8 @@ def _prepare(args):
   from bali_jax.features import Budgets, tiny_budgets
   stats = synthetic.CorpusStats()
   if args.card:
-    with open(args.card) as f:
-      stats = synthetic.stats_from_card(json.load(f))
+    stats = synthetic.stats_from_card(json.loads(storage.read_text(
+        args.card)))
   base = tiny_budgets() if args.config == "tiny" else Budgets()
   budgets = synthetic.sized_budgets(stats, base)
   bc = cfg.model.bert
@@ -263,11 +263,7 @@ def to_table(r: dict) -> str:
 def main(args) -> int:
   report = run_bench(args)
   out = args.out
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  tmp = out + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(report, f, indent=2)
-  os.replace(tmp, out)
+  storage.write_text(out, json.dumps(report, indent=2))
   print(to_table(report))
   print(f"report: {out}", file=sys.stderr)
   return 0

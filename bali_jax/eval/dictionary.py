@@ -20,6 +20,7 @@ import numpy as np
 
 # lower case, punctuation to spaces, whitespace collapsed: the string
 # matching of SapBERT/BioSyn evaluation (and of held-out synonym selection)
+from bali_jax import storage
 from data_prep.kg import normalize_name as normalize
 
 
@@ -101,7 +102,7 @@ def from_names(concept_ids: list[str], names_per_concept: list[list[str]],
 
 def _tsv(path: str):
   """(line number, columns) of a tab-separated file after its header."""
-  with open(path, encoding="utf-8") as f:
+  with storage.open_file(path) as f:
     next(f, None)
     for lineno, line in enumerate(f, 2):
       line = line.rstrip("\n")
@@ -111,9 +112,9 @@ def _tsv(path: str):
 
 def from_dataset(data_dir: str) -> Dictionary:
   """The dictionary of a built dataset (held-out synonyms excluded)."""
-  need = [os.path.join(data_dir, f) for f in ("concepts.tsv", "names.tsv")]
+  need = [storage.join(data_dir, f) for f in ("concepts.tsv", "names.tsv")]
   for p in need:
-    if not os.path.exists(p):
+    if not storage.exists(p):
       raise FileNotFoundError(
           f"{p}: missing; this dataset predates entity-linking evaluation, "
           "rebuild it with `python -m data_prep`")
@@ -131,10 +132,10 @@ def from_dataset(data_dir: str) -> Dictionary:
       raise ValueError(f"{need[1]}:{lineno}: not `node_id<TAB>name` with "
                        f"a known node ({e})") from e
   index = {}
-  alias_path = os.path.join(data_dir, "aliases.tsv")
-  if os.path.exists(alias_path):
+  alias_path = storage.join(data_dir, "aliases.tsv")
+  if storage.exists(alias_path):
     index = {cols[0]: int(cols[1]) for _, cols in _tsv(alias_path)}
-  return from_names(concept_ids, names, index, os.path.abspath(data_dir))
+  return from_names(concept_ids, names, index, storage.display(data_dir))
 
 
 def from_kg(spec: str) -> Dictionary:
@@ -143,7 +144,7 @@ def from_kg(spec: str) -> Dictionary:
   from data_prep import ontologies, sources
   from data_prep.errors import BadRecords
   from data_prep.kg import KnowledgeGraph
-  if spec != "open-default" and not os.path.exists(spec):
+  if spec != "open-default" and not os.path.exists(spec):  # a user file
     raise FileNotFoundError(f"--kg {spec}: no such file")
   bad = BadRecords(skip=True)
   if spec == "open-default":

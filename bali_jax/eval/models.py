@@ -8,6 +8,8 @@ import json
 import os
 from typing import Any
 
+from bali_jax import storage
+
 
 @dataclasses.dataclass
 class LoadedBert:
@@ -24,12 +26,12 @@ class LoadedBert:
 
 
 def is_run_dir(path: str) -> bool:
-  return os.path.isdir(os.path.join(path, "checkpoints")) and \
-      os.path.exists(os.path.join(path, "config.json"))
+  return storage.isdir(storage.join(path, "checkpoints")) and \
+      storage.exists(storage.join(path, "config.json"))
 
 
 def is_hf_dir(path: str) -> bool:
-  return os.path.exists(os.path.join(path, "config.json")) and \
+  return storage.exists(storage.join(path, "config.json")) and \
       not is_run_dir(path)
 
 
@@ -45,32 +47,33 @@ def load_run(workdir: str):
   from bali_jax.train.loop import _abstract_state
   from bali_jax.train.step import make_optimizer
   cfg = configs.load_run_config(workdir)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  ckpt = Checkpointer(storage.join(workdir, "checkpoints"))
   step = ckpt.latest_step()
   if step is None:
     raise ValueError(f"{workdir}: the run has no checkpoint yet")
-  with open(os.path.join(workdir, "dataset_spec.json")) as f:
-    spec = json.load(f)
+  spec = json.loads(storage.read_text(storage.join(workdir,
+                                                   "dataset_spec.json")))
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
                            sharding.MESH_AXES)
   abstract, _, _ = _abstract_state(cfg, spec, make_optimizer(cfg), mesh)
   state, _ = ckpt.restore(step, abstract)  # one device; params kept only
   params = jax.device_get(state.params)
   ckpt.close()
-  tok = load_tokenizer(os.path.join(workdir, "tokenizer"))
+  with storage.local_copy(storage.join(workdir, "tokenizer")) as d:
+    tok = load_tokenizer(d)
   return cfg.model.bert, params, tok, step, cfg, spec
 
 
 def load(src: str) -> LoadedBert:
   from bali_jax import hf_import, open_data
   path = open_data.resolve_model_dir(src)
-  if not os.path.isdir(path):
+  if not storage.isdir(path):
     raise FileNotFoundError(f"--model {src}: no such directory")
   if is_run_dir(path):
     bert_cfg, params, tok, step, cfg, spec = load_run(path)
     b = spec["budgets"]
     return LoadedBert(f"{os.path.basename(os.path.normpath(path))}@{step}",
-                      os.path.abspath(path), bert_cfg, params["bert"], tok,
+                      storage.display(path), bert_cfg, params["bert"], tok,
                       pooling=cfg.model.name_pooling,
                       max_name_tokens=b["max_name_tokens"],
                       seq_len=b["seq_len"], step=step, run_dir=path)
@@ -78,7 +81,8 @@ def load(src: str) -> LoadedBert:
     raise ValueError(f"--model {src}: neither a training run directory "
                      "(config.json + checkpoints/) nor a Hugging Face BERT "
                      "directory (config.json + weights)")
-  pre = hf_import.load_pretrained(path)
+  with storage.local_copy(path) as d:  # a gs:// HF directory too
+    pre = hf_import.load_pretrained(d)
   label = src if src == open_data.STARTER_ALIAS else \
       os.path.basename(os.path.normpath(path))
   return LoadedBert(label, os.path.abspath(path), pre.config,

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 
+from bali_jax import storage
 from bali_jax.eval.dictionary import Dictionary, normalize
 
 NO_ID = "\0no-id"  # marks a corpus mention that carried no concept id
@@ -78,8 +79,8 @@ def finish(qs: QuerySet, d: Dictionary, where=None) -> QuerySet:
 
 
 def _dataset_file(data_dir: str, name: str) -> str:
-  path = os.path.join(data_dir, name)
-  if not os.path.exists(path):
+  path = storage.join(data_dir, name)
+  if not storage.exists(path):
     raise FileNotFoundError(f"{path}: missing; rebuild the dataset with "
                             "this version of data_prep")
   return path
@@ -91,7 +92,7 @@ def heldout_synonyms(data_dir: str, d: Dictionary,
   import numpy as np
   path = _dataset_file(data_dir, "heldout_synonyms.tsv")
   qs = QuerySet("heldout_synonyms", [], path)
-  with open(path, encoding="utf-8") as f:
+  with storage.open_file(path) as f:
     next(f, None)
     rows = [(n, line.rstrip("\n").split("\t")) for n, line in
             enumerate(f, 2) if line.strip()]
@@ -112,7 +113,7 @@ def test_mentions(data_dir: str, d: Dictionary) -> QuerySet:
   """The mentions of a dataset's test split, with their sentences."""
   path = _dataset_file(data_dir, "test_mentions.jsonl")
   qs = QuerySet("test_mentions", [], path)
-  with open(path, encoding="utf-8") as f:
+  with storage.open_file(path) as f:
     for lineno, line in enumerate(f, 1):
       s = json.loads(line)
       for start, end, nodes in s["mentions"]:
@@ -157,7 +158,7 @@ def corpus(path: str, fmt: str, d: Dictionary,
   from data_prep.corpus import read_bern2_jsonl, read_pubtator, \
       split_sentences
   from data_prep.errors import BadInputError, BadRecords
-  if not os.path.exists(path):
+  if not os.path.exists(path):  # a user's corpus file, read by data_prep
     raise FileNotFoundError(f"--corpus {path}: no such file")
   reader = {"pubtator": read_pubtator, "bern2": read_bern2_jsonl}[fmt]
   bad = BadRecords(skip=not strict)

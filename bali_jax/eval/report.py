@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from bali_jax import storage
 from bali_jax.eval import dictionary as dictionary_lib
 from bali_jax.eval import linking, queries as queries_lib
 from bali_jax.eval.encoder import Encoder
@@ -41,8 +42,8 @@ def load_queries(d, data_dir=None, corpus=None, corpus_format=None,
   if data_dir:
     if "heldout_synonyms" in kinds:
       sets.append(queries_lib.heldout_synonyms(data_dir, d, limit))
-    if "test_mentions" in kinds and os.path.exists(
-        os.path.join(data_dir, "test_mentions.jsonl")):
+    if "test_mentions" in kinds and storage.exists(
+        storage.join(data_dir, "test_mentions.jsonl")):
       sets.append(queries_lib.test_mentions(data_dir, d))
   if corpus:
     if corpus_format not in ("pubtator", "bern2"):
@@ -130,10 +131,7 @@ def evaluate(models: list[str], *, data_dir=None, kg=None, corpus=None,
 
 
 def _write_json(path: str, obj) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
+  storage.write_text(path, json.dumps(obj, indent=2))
 
 
 def _pct(x) -> str:

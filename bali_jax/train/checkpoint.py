@@ -10,14 +10,14 @@ mesh shape.
 
 from __future__ import annotations
 
-import os
-
 import orbax.checkpoint as ocp
+
+from bali_jax import storage
 
 
 class Checkpointer:
   def __init__(self, directory: str, keep: int = 2, async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = storage.display(directory)  # local or gs://
     self.mngr = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(

@@ -19,7 +19,6 @@ same epoch at the same batch.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
@@ -27,12 +26,12 @@ MODEL_KEYS_DROPPED = ("example_id", "num_sentences", "node_concept")
 
 
 def load_spec(data_dir: str) -> dict:
-  path = os.path.join(data_dir, "bali_dataset.json")
-  if not os.path.exists(path):
+  from bali_jax import storage
+  path = storage.join(data_dir, "bali_dataset.json")
+  if not storage.exists(path):
     raise FileNotFoundError(f"data_dir={data_dir}: no bali_dataset.json "
                             "(build one with `python -m data_prep`)")
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(storage.read_text(path))
 
 
 def _tf():
@@ -56,8 +55,9 @@ class InputPipeline:
     per = self.shards // process_count
     self.local = range(process_index * per, (process_index + 1) * per)
     self.shard_batch = cfg.batch_size // self.shards
-    self.builder = tfds.builder_from_directory(
-        os.path.join(data_dir, spec["tfds_dir"]))
+    from bali_jax import storage
+    self.builder = tfds.builder_from_directory(  # local or gs://
+        storage.join(data_dir, spec["tfds_dir"]))
     self.drop = MODEL_KEYS_DROPPED + (() if typed_relations
                                       else ("edge_relation",))
     for v in range(spec["views"]):

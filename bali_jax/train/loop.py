@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 import bali_jax
-from bali_jax import configs
+from bali_jax import configs, storage
 from bali_jax.train import input_pipeline as data
 from bali_jax.train import metrics as metrics_lib, peak as peak_lib
 from bali_jax.train import sharding
@@ -58,7 +58,7 @@ def code_fingerprint() -> str:
   for dirpath, _, files in sorted(os.walk(root)):
     for name in sorted(files):
       if name.endswith(".py"):
-        with open(os.path.join(dirpath, name), "rb") as f:
+        with open(os.path.join(dirpath, name), "rb") as f:  # package code
           h.update(name.encode() + f.read())
   return h.hexdigest()
 
@@ -108,7 +108,9 @@ def create_state(cfg, spec, tx, mesh, rng):
 
 def data_tokenizer(cfg, spec):
   from bali_jax.tokenizer import load_tokenizer
-  return load_tokenizer(os.path.join(cfg.data_dir, spec["tokenizer_dir"]))
+  with storage.local_copy(storage.join(cfg.data_dir,
+                                       spec["tokenizer_dir"])) as d:
+    return load_tokenizer(d)
 
 
 def _load_bert(cfg, spec, state, tx, shardings):
@@ -116,8 +118,8 @@ def _load_bert(cfg, spec, state, tx, shardings):
   from bali_jax.hf_import import load_pretrained
   from bali_jax.open_data import resolve_model_dir
   bc = cfg.model.bert
-  pre = load_pretrained(resolve_model_dir(cfg.init_from),
-                        scan_layers=bc.scan_layers)
+  with storage.local_copy(resolve_model_dir(cfg.init_from)) as d:
+    pre = load_pretrained(d, scan_layers=bc.scan_layers)
   if pre.tokenizer.get_vocab() != data_tokenizer(cfg, spec).get_vocab():
     raise ValueError(f"init_from={cfg.init_from}: its tokenizer differs from "
                      f"the one {cfg.data_dir} was built with; rebuild the "
@@ -220,22 +222,21 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
                             jax.process_count(),
                             typed_relations=bool(cfg.model.gnn.num_relations))
   lead = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  if lead:
+  if lead:  # process 0 writes the run's files (local or gs://)
+    storage.makedirs(workdir)
     print("resolved config:\n" + cfg.to_json())
     print(_batch_line(cfg, spec, pipe))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(cfg.to_json())
+    storage.write_text(storage.join(workdir, "config.json"), cfg.to_json())
     # the run carries its tokenizer and record spec: an export never needs
     # the data directory
-    with open(os.path.join(workdir, "dataset_spec.json"), "w") as f:
-      json.dump(spec, f, indent=2)
+    storage.write_text(storage.join(workdir, "dataset_spec.json"),
+                       json.dumps(spec, indent=2))
     from bali_jax.tokenizer import save_tokenizer
-    save_tokenizer(data_tokenizer(cfg, spec), os.path.join(workdir,
-                                                           "tokenizer"))
+    with storage.local_staging(storage.join(workdir, "tokenizer")) as d:
+      save_tokenizer(data_tokenizer(cfg, spec), d)
   mesh = sharding.make_mesh(cfg)
   tx = make_optimizer(cfg)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
+  ckpt = Checkpointer(storage.join(workdir, "checkpoints"),
                       cfg.keep_checkpoints)
   state, abstract, shardings = create_state(cfg, spec, tx, mesh,
                                             jax.random.key(cfg.seed))
@@ -337,7 +338,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   if lead:
     from bali_jax.train.plots import plot_metrics
     png = plot_metrics(workdir)
-    print(f"run directory: {os.path.abspath(workdir)}"
+    print(f"run directory: {storage.display(workdir)}"
           + (f" (curves: {png})" if png else ""))
   return last
 

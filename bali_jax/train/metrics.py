@@ -10,9 +10,13 @@ Padded throughput is reported beside it.
 from __future__ import annotations
 
 import json
-import os
+import shutil
+import tempfile
+import time
 
+from bali_jax import storage
 from bali_jax.train import flops
+
 
 def _sum(d: dict) -> float:
   return float(sum(d.values()))
@@ -24,25 +28,65 @@ def padded_train_flops(cfg, spec) -> float:
 
 
 class MetricsWriter:
-  def __init__(self, workdir: str, enabled: bool):
+  """metrics.jsonl and TensorBoard events of the run (process 0 only).
+
+  Local runs append to the file and write events in place. Object stores
+  cannot append: for a gs:// workdir the lines are kept and the whole file
+  is rewritten, and the events are written locally and copied, at most
+  every `flush_every_s` seconds and at close (a killed run loses at most
+  that much of its log, never its checkpoints)."""
+
+  def __init__(self, workdir: str, enabled: bool, flush_every_s: float = 60):
     self.enabled = enabled
-    self.jsonl = None
-    self.tb = None
-    if enabled:
-      self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-      from tensorboardX import SummaryWriter
-      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self.remote = storage.is_url(workdir)
+    self.path = storage.join(workdir, "metrics.jsonl")
+    self.tb_dir = storage.join(workdir, "tensorboard")
+    self.flush_every_s = flush_every_s
+    self._last_flush = time.time()
+    self.jsonl = self.tb = None
+    if not enabled:
+      return
+    from tensorboardX import SummaryWriter
+    if self.remote:
+      self.lines = (storage.read_text(self.path).splitlines(keepends=True)
+                    if storage.exists(self.path) else [])
+      self._tb_local = tempfile.mkdtemp(prefix="bali-tb-")
+      self.tb = SummaryWriter(self._tb_local)
+    else:
+      storage.makedirs(workdir)
+      self.jsonl = storage.open_file(self.path, "a")  # local: append
+      self.tb = SummaryWriter(self.tb_dir)
 
   def write(self, step: int, metrics: dict, prefix: str = "") -> None:
     if not self.enabled:
       return
     row = {"step": step, **{prefix + k: v for k, v in metrics.items()}}
-    self.jsonl.write(json.dumps(row) + "\n")
-    self.jsonl.flush()
     for k, v in metrics.items():
       self.tb.add_scalar(prefix + k, v, step)
+    if not self.remote:
+      self.jsonl.write(json.dumps(row) + "\n")
+      self.jsonl.flush()
+      return
+    self.lines.append(json.dumps(row) + "\n")
+    if time.time() - self._last_flush >= self.flush_every_s:
+      self.flush()
+
+  def flush(self) -> None:
+    if not (self.enabled and self.remote):
+      return
+    storage.write_text(self.path, "".join(self.lines))
+    self.tb.flush()
+    storage.copy_tree(self._tb_local, self.tb_dir)
+    self._last_flush = time.time()
 
   def close(self) -> None:
-    if self.enabled:
+    if not self.enabled:
+      return
+    if self.remote:
+      self.flush()
+      self.tb.close()
+      storage.copy_tree(self._tb_local, self.tb_dir)
+      shutil.rmtree(self._tb_local, ignore_errors=True)
+    else:
       self.jsonl.close()
       self.tb.close()

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
+
+from bali_jax import storage
 
 
 def plot_metrics(workdir: str) -> str | None:
   """Writes DIR/metrics.png (losses, accuracies, throughput); returns it."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = storage.join(workdir, "metrics.jsonl")
+  if not storage.exists(path):
     return None
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   train, evals = {}, {}
-  with open(path) as f:
-    for line in f:
+  for line in storage.read_text(path).splitlines():
+    if line.strip():
       row = json.loads(line)
       is_eval = any(k.startswith("eval_") for k in row)
       (evals if is_eval else train)[row["step"]] = row
@@ -46,7 +48,9 @@ def plot_metrics(workdir: str) -> str | None:
   axes[2].set(title="throughput", xlabel="step")
   axes[2].legend()
   fig.tight_layout()
-  out = os.path.join(workdir, "metrics.png")
-  fig.savefig(out, dpi=90)
+  out = storage.join(workdir, "metrics.png")
+  buf = io.BytesIO()
+  fig.savefig(buf, dpi=90, format="png")
   plt.close(fig)
+  storage.write_bytes(out, buf.getvalue())
   return out

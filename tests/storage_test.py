@@ -1,0 +1,133 @@
+"""One path layer for runs and datasets (bali_jax/storage.py): local
+directories and URLs. TensorFlow's in-memory `ram://` filesystem stands in
+for gs:// offline (tf.io.gfile serves both); Orbax and tensorflow-datasets
+take gs:// themselves and are not exercised against a bucket here."""
+
+import json
+import os
+import re
+
+import pytest
+
+from bali_jax import storage
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(params=["local", "url"])
+def root(request, tmp_path):
+  if request.param == "local":
+    return str(tmp_path / "store")
+  return f"ram://store-{os.getpid()}-{id(request)}"
+
+
+def test_storage_reads_writes_and_copies(root, tmp_path):
+  d = storage.join(root, "a", "b")
+  storage.makedirs(d)
+  assert storage.isdir(d)
+  storage.write_text(storage.join(d, "x.json"), '{"k": 1}')
+  storage.write_bytes(storage.join(d, "y.bin"), b"\x00\x01")
+  assert json.loads(storage.read_text(storage.join(d, "x.json"))) == {"k": 1}
+  assert storage.listdir(d) == ["x.json", "y.bin"]
+  assert storage.exists(storage.join(d, "y.bin"))
+  assert not storage.exists(storage.join(d, "z"))
+  with storage.local_copy(d) as local:
+    assert sorted(os.listdir(local)) == ["x.json", "y.bin"]
+    assert open(os.path.join(local, "y.bin"), "rb").read() == b"\x00\x01"
+  with storage.local_staging(storage.join(root, "staged")) as local:
+    open(os.path.join(local, "f.txt"), "w").write("made locally")
+  assert storage.read_text(storage.join(root, "staged", "f.txt")) == \
+      "made locally"
+  back = str(tmp_path / "back")
+  storage.copy_tree(storage.join(root, "a"), back)
+  assert open(os.path.join(back, "b", "x.json")).read() == '{"k": 1}'
+  if not storage.is_url(root):  # atomic local writes leave no temp files
+    assert not [f for f in os.listdir(d) if f.startswith(".tmp-")]
+
+
+def test_run_metrics_and_plots_go_to_a_url():
+  from bali_jax.train.metrics import MetricsWriter
+  from bali_jax.train.plots import plot_metrics
+  run = f"ram://run-{os.getpid()}"
+  row = lambda i: {"loss": 1.0 / i, "mlm_loss": 0.5, "align_loss": 0.5,
+                   "mlm_accuracy": 0.1, "align_accuracy": 0.2,
+                   "real_tokens_per_s": 10.0, "tokens_per_s": 12.0}
+  w = MetricsWriter(run, True, flush_every_s=3600)
+  for i in (1, 2, 3):
+    w.write(i, row(i))
+  assert not storage.exists(storage.join(run, "metrics.jsonl"))  # buffered
+  w.close()
+  lines = storage.read_text(storage.join(run, "metrics.jsonl")).splitlines()
+  assert [json.loads(l)["step"] for l in lines] == [1, 2, 3]
+  events = storage.listdir(storage.join(run, "tensorboard"))
+  assert any(e.startswith("events.out.tfevents") for e in events)
+  # a resumed run keeps the lines it had (object stores cannot append)
+  w = MetricsWriter(run, True, flush_every_s=0)
+  w.write(4, row(4))
+  lines = storage.read_text(storage.join(run, "metrics.jsonl")).splitlines()
+  assert [json.loads(l)["step"] for l in lines] == [1, 2, 3, 4]
+  w.close()
+  png = plot_metrics(run)
+  assert png == storage.join(run, "metrics.png")
+  with storage.open_file(png, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_dataset_built_to_a_url_reads_back_like_a_local_one(tmp_path):
+  from bali_jax.eval import dictionary, queries
+  from bali_jax.features import tiny_budgets
+  from bali_jax.open_data import starter_model_dir
+  from bali_jax.tokenizer import load_tokenizer
+  from bali_jax.train.input_pipeline import load_spec
+  from data_prep import sources
+  from data_prep.build import BuildOptions, build_dataset
+  from data_prep.errors import BadRecords
+  from data_prep.linker import DictionaryLinker
+  from tests.data_fixtures import synthetic_documents, write_ontologies
+  tok = load_tokenizer(starter_model_dir())
+  out = {}
+  for where in ("local", "url"):
+    p = write_ontologies(str(tmp_path / f"kg-{where}"))
+    kg = sources.open_default_graph(
+        BadRecords(), mondo=p["mondo"],
+        hpo={"hp.obo": p["obo"], "phenotype.hpoa": p["hpoa"]})
+    dst = (str(tmp_path / "ds") if where == "local"
+           else f"ram://ds-{os.getpid()}")
+    build_dataset(synthetic_documents(40), kg, tok, dst,
+                  BuildOptions(budgets=tiny_budgets(), views=1, seed=3,
+                               validation_percent=0, test_percent=0,
+                               workers=1), BadRecords(),
+                  linker=DictionaryLinker(kg))
+    out[where] = dst
+  local, url = out["local"], out["url"]
+  assert sorted(storage.listdir(url)) == sorted(os.listdir(local))
+  spec = load_spec(url)
+  assert spec == json.load(open(os.path.join(local, "bali_dataset.json")))
+  d_url, d_local = dictionary.from_dataset(url), dictionary.from_dataset(local)
+  assert d_url.names == d_local.names
+  q = queries.heldout_synonyms(url, d_url)
+  assert [x.text for x in q.queries] == [
+      x.text for x in queries.heldout_synonyms(local, d_local).queries]
+  with pytest.raises(FileExistsError):  # never over an existing dataset
+    build_dataset([], None, tok, url, BuildOptions(), BadRecords())
+
+
+# modules that read or write runs and datasets: only through storage
+RUN_AND_DATA_MODULES = (
+    "bali_jax/train/loop.py", "bali_jax/train/metrics.py",
+    "bali_jax/train/plots.py", "bali_jax/train/input_pipeline.py",
+    "bali_jax/train/checkpoint.py", "bali_jax/configs.py",
+    "bali_jax/eval/models.py", "bali_jax/eval/queries.py",
+    "bali_jax/eval/dictionary.py", "bali_jax/eval/report.py")
+BARE = re.compile(r"(?<![\w.])open\(|os\.path\.(exists|isdir)\(|"
+                  r"os\.(makedirs|listdir|replace|rename)\(")
+ALLOWED = ("# package code", "# a user", "a user's corpus")
+
+
+def test_no_bare_file_calls_on_run_or_data_paths():
+  found = []
+  for rel in RUN_AND_DATA_MODULES:
+    for n, line in enumerate(open(os.path.join(ROOT, rel)), 1):
+      if BARE.search(line) and not any(a in line for a in ALLOWED):
+        found.append(f"{rel}:{n}: {line.strip()}")
+  assert not found, "\n".join(found)
