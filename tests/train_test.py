@@ -258,20 +258,99 @@ def test_more_epochs_than_views_stops_before_compiling(tiny_dataset,
                                              for v in range(3)]
 
 
-def test_launch_script_modes_dry_run():
+def _launch(*args, env=None):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  run = lambda *a: subprocess.run(["bash", "launch/train.sh", *a],
-                                  cwd=root, capture_output=True, text=True)
-  pod = run("--mode", "tpu-pod", "--tpu", "p", "--zone", "z", "--dry-run",
-            "steps=9")
+  e = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+  e.update(env or {})
+  return subprocess.run(["bash", "launch/train.sh", *args], cwd=root,
+                        capture_output=True, text=True, env=e), root
+
+
+def _commands(stdout):
+  """The printed commands (`+ ...` lines), parsed as a shell would."""
+  import shlex
+  return [shlex.split(l[2:]) for l in stdout.splitlines()
+          if l.startswith("+ ")]
+
+
+def test_launch_tpu_pod_dry_run_uses_the_workers_paths():
+  pod, root = _launch("--mode", "tpu-pod", "--tpu", "p", "--zone", "z",
+                      "--dry-run", "--workdir", "gs://b/run", "--data-dir",
+                      "gs://b/data", "steps=9")
   assert pod.returncode == 0, pod.stderr
-  assert "gcloud compute tpus tpu-vm ssh p --zone z --worker=all" in pod.stdout
-  assert "bali_jax\\ train" in pod.stdout and "steps=9" in pod.stdout
-  slurm = run("--mode", "slurm", "--dry-run", "--data-dir", "/d")
-  assert "+ srun --ntasks-per-node=1" in slurm.stdout
-  assert "data_dir=/d" in slurm.stdout and "export-hf" in slurm.stdout
-  assert run("--mode", "tpu-pod", "--dry-run").returncode == 2
-  assert run("--bogus").returncode == 2
+  cmds = _commands(pod.stdout)
+  head = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "p", "--zone", "z",
+          "--worker=all", "--command"]
+  remote = [c[-1] for c in cmds if c[:len(head)] == head]
+  check, setup, recheck, train = remote
+  assert check == recheck == ("cat bali_jax/BALI_STAMP 2>/dev/null || "
+                              "echo missing")
+  commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root,
+                          capture_output=True, text=True).stdout.strip()
+  archive = [c for c in cmds if c[:2] == ["git", "-C"]][0]
+  assert archive[-1] == commit and "archive" in archive
+  scp = [c for c in cmds if c[:5] == ["gcloud", "compute", "tpus", "tpu-vm",
+                                      "scp"]][0]
+  assert scp[-5:] == [f"/tmp/bali_jax-{commit}.tar.gz",
+                      "p:bali_jax-src.tar.gz", "--zone", "z", "--worker=all"]
+  assert "pip install -q -r requirements.txt" in setup
+  assert f"echo {commit} $(sha256sum requirements.txt" in setup
+  assert setup.endswith("mv bali_jax.new bali_jax")
+  # the train command runs from the workers' checkout and venv, never ours
+  assert train.startswith("cd bali_jax && ")
+  assert ".venv/bin/python -m bali_jax train --config open_default" in train
+  assert "--workdir gs://b/run data_dir=gs://b/data steps=9" in train
+  assert root not in train and root not in setup
+  # a git URL instead of this checkout; a local workdir is warned about
+  git, _ = _launch("--mode", "tpu-pod", "--tpu", "p", "--zone", "z",
+                   "--dry-run", "--setup", "--git-url", "https://x/y.git",
+                   "--commit", "abc123")
+  assert git.returncode == 0, git.stderr
+  setup = [c[-1] for c in _commands(git.stdout) if c[:5] == head[:5]][0]
+  assert setup.startswith("rm -rf bali_jax.new && git clone -q "
+                          "https://x/y.git bali_jax.new && git -C "
+                          "bali_jax.new checkout -q abc123")
+  assert "warning" in git.stderr and "gs://" in git.stderr
+  assert not [c for c in _commands(git.stdout) if c[0] == "git"]
+  assert _launch("--mode", "tpu-pod", "--dry-run")[0].returncode == 2
+  assert _launch("--bogus")[0].returncode == 2
+
+
+def test_launch_slurm_writes_a_valid_sbatch_script(tmp_path):
+  job = tmp_path / "job.sbatch"
+  out, root = _launch("--mode", "slurm", "--dry-run", "--nodes", "2",
+                      "--gpus-per-node", "8", "--time", "01:30:00",
+                      "--partition", "gpu", "--account", "proj",
+                      "--process-per", "gpu", "--sbatch-out", str(job),
+                      "--workdir", "/shared/run", "--data-dir", "/shared/d",
+                      "steps=5")
+  assert out.returncode == 0, out.stderr
+  text = job.read_text()
+  assert subprocess.run(["bash", "-n", str(job)]).returncode == 0
+  for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8",
+               "#SBATCH --gpus-per-node=8", "#SBATCH --time=01:30:00",
+               "#SBATCH --partition=gpu", "#SBATCH --account=proj"):
+    assert line in text.splitlines()
+  srun = [l for l in text.splitlines() if l.startswith("srun ")][0]
+  assert "--gpus-per-task=1" in srun and "--kill-on-bad-exit=1" in srun
+  assert "train --config open_default --workdir /shared/run" in srun
+  assert "data_dir=/shared/d steps=5" in srun
+  assert "export-hf --source /shared/run" in text
+  assert ["sbatch", str(job)] in _commands(out.stdout)  # printed, submitted
+  assert text in out.stdout  # shown before submission
+  # one process per node with all its GPUs
+  job2 = tmp_path / "node.sbatch"
+  _launch("--mode", "slurm", "--dry-run", "--sbatch-out", str(job2))
+  assert "#SBATCH --ntasks-per-node=1" in job2.read_text()
+  assert "--gpus-per-task" not in job2.read_text()
+  # inside an allocation: srun directly, as before
+  inside, _ = _launch("--mode", "slurm", "--dry-run", "--data-dir", "/d",
+                      env={"SLURM_JOB_ID": "7"})
+  cmds = _commands(inside.stdout)
+  assert cmds[0][:2] == ["srun", "--kill-on-bad-exit=1"]
+  assert "data_dir=/d" in cmds[0] and "export-hf" in cmds[1]
+  assert _launch("--mode", "slurm", "--process-per", "core",
+                 "--dry-run")[0].returncode == 2
 
 
 def test_accumulation_equals_one_big_batch(tiny_dataset):
