@@ -335,3 +335,8 @@ def main(argv=None) -> int:
   except (ValueError, FileNotFoundError, FileExistsError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except RuntimeError as e:  # a run that stopped itself (bad steps)
+    if type(e).__name__ != "BadStepsError":
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    return 2

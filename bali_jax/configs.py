@@ -67,6 +67,10 @@ class TrainConfig:
   # needing more epochs than views stops before compiling unless this
   # allows reading view e % views again
   allow_view_reuse: bool = False
+  # a step whose loss, gradients or updated parameters are not finite is
+  # skipped (state unchanged, counted as `skipped`); this many in a row
+  # stop the run, naming the step and its rows (0 = never stop)
+  max_bad_steps: int = 5
   # mesh (-1 = the rest of the devices)
   mesh_data: int = -1
   mesh_fsdp: int = 1
@@ -237,6 +241,55 @@ def validate(cfg: TrainConfig, num_devices: int, spec: dict | None) -> None:
       cfg.model.gnn.num_relations < spec["num_relations"]):
     raise ValueError(f"gnn.num_relations={cfg.model.gnn.num_relations} < "
                      f"{spec['num_relations']} relations in the records")
+
+
+# what a resumed run may change: length, cadence, logging, the mesh and the
+# number of processes (the data position is global), how the same math is
+# executed; everything else (model, data, optimiser, batch, seed) would
+# silently continue another run and is refused
+RESUMABLE_KEYS = frozenset({
+    "steps", "save_every", "keep_checkpoints", "eval_every", "eval_batches",
+    "el_eval_every", "el_eval_queries", "log_every", "mesh_data",
+    "mesh_fsdp", "mesh_tensor", "peak_tflops_per_device", "max_bad_steps",
+    "grad_accum_steps", "allow_view_reuse", "model.bert.remat_policy",
+    "model.bert.attention", "data_dir", "init_from"})
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_resume(saved: dict, cfg: TrainConfig, workdir: str,
+                 saved_spec: dict | None = None,
+                 spec: dict | None = None) -> None:
+  """Refuses to resume a run with a config that changes what is trained,
+  or with other data (the record specs differ; the path may move, e.g. to
+  gs://); the message lists every differing key. Keys the saved config
+  lacks (added by a later version) keep their defaults and pass."""
+  old, new = _flat(saved), _flat(cfg.to_dict())
+  diff = sorted(k for k in old if old[k] != new.get(k)
+                and k not in RESUMABLE_KEYS)
+  if saved_spec is not None and spec is not None:
+    a, b = _flat(saved_spec), _flat(spec)
+    added = lambda k: k == "views" or (k.startswith("splits.train_view")
+                                       and k not in a)  # add-views
+    diff += sorted(f"data: {k}" for k in a.keys() | b.keys()
+                   if a.get(k) != b.get(k) and not added(k))
+    old.update({f"data: {k}": v for k, v in a.items()})
+    new.update({f"data: {k}": v for k, v in b.items()})
+  if diff:
+    lines = "\n".join(f"  {k}: {old.get(k)!r} -> {new.get(k)!r}"
+                      for k in diff)
+    raise ValueError(
+        f"{workdir} holds a run with another config; resuming would change "
+        f"what is trained:\n{lines}\nuse a new --workdir, or go back to "
+        f"those values (may change: {', '.join(sorted(RESUMABLE_KEYS))})")
 
 
 def from_dict(d: dict) -> TrainConfig:

@@ -181,13 +181,20 @@ def test_kill_and_resume_is_exact_and_restores_on_another_mesh(
           "kernel"].T)
 
 
-def test_two_processes_match_one(tiny_dataset, tmp_path):
-  common = ("steps=3", "save_every=100", "data_shards=2", "eval_batches=1")
-  single = _train_cli(tmp_path / "one", tiny_dataset, *common, devices=4)
+def test_two_processes_match_one_and_resume_elastically(tiny_dataset,
+                                                         tmp_path):
+  """2 processes x 2 devices train the same steps as 1 x 4; a run saved by
+  the 2 processes resumes in 1 process x 4 devices (the data position is
+  global; data_shards is taken from the saved run) with the losses of the
+  uninterrupted run."""
+  common = ("save_every=100", "eval_batches=1")
+  single = _train_cli(tmp_path / "one", tiny_dataset, "steps=3",
+                      "data_shards=2", *common, devices=4)
   out, _ = single.communicate(timeout=600)
   assert single.returncode == 0, out[-3000:]
   port = 20000 + os.getpid() % 20000
-  procs = [_train_cli(tmp_path / "two", tiny_dataset, *common, devices=2,
+  procs = [_train_cli(tmp_path / "two", tiny_dataset, "steps=2", *common,
+                      devices=2,
                       extra=("--num-processes", "2", "--process-id", str(i),
                              "--coordinator", f"127.0.0.1:{port}"))
            for i in range(2)]
@@ -195,6 +202,13 @@ def test_two_processes_match_one(tiny_dataset, tmp_path):
   for p, o in zip(procs, outs):
     assert p.returncode == 0, o[-3000:]
   assert "2 process(es), 4 devices" in outs[0]
+  assert json.load(open(tmp_path / "two" / "config.json"))[
+      "data_shards"] == 2  # one per process, resolved and saved
+  resume = _train_cli(tmp_path / "two", tiny_dataset, "steps=3", *common,
+                      devices=4)
+  out, _ = resume.communicate(timeout=600)
+  assert resume.returncode == 0, out[-3000:]
+  assert "resumed from step 2" in out and "1 process(es), 4 devices" in out
   one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
   assert sorted(one) == sorted(two) == [1, 2, 3]
   for s in one:

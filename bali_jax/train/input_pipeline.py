@@ -23,6 +23,7 @@ import json
 import numpy as np
 
 MODEL_KEYS_DROPPED = ("example_id", "num_sentences", "node_concept")
+ID_KEY = "example_id"  # kept on the host to name a batch in errors
 
 
 def load_spec(data_dir: str) -> dict:
@@ -32,6 +33,34 @@ def load_spec(data_dir: str) -> dict:
     raise FileNotFoundError(f"data_dir={data_dir}: no bali_dataset.json "
                             "(build one with `python -m data_prep`)")
   return json.loads(storage.read_text(path))
+
+
+class CorruptRecordsError(ValueError):
+  """A record file of the dataset is truncated or corrupt."""
+
+
+def diagnose_split(builder, split: str, cause: Exception):
+  """Finds the first unreadable record of a split, file by file, and
+  returns the error that names it (never a silent short epoch)."""
+  tf = _tf()
+  info = builder.info.splits[split]
+  for path, expected in zip(info.filepaths, info.shard_lengths):
+    n = 0
+    try:
+      for _ in tf.data.TFRecordDataset(str(path)):
+        n += 1
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      return CorruptRecordsError(
+          f"{path}: record {n} (0-based) of split {split} cannot be read: "
+          f"{e.message.splitlines()[0] if e.message else e}; the file is "
+          "truncated or corrupt: rebuild the dataset (or restore the file)")
+    if n != expected:
+      return CorruptRecordsError(
+          f"{path}: {n} records where the dataset info says {expected} "
+          f"(split {split}): the file was cut at a record boundary; "
+          "rebuild the dataset (or restore the file)")
+  return CorruptRecordsError(f"split {split}: reading failed ({cause}) but "
+                             "every record file reads back whole")
 
 
 def _tf():
@@ -58,8 +87,8 @@ class InputPipeline:
     from bali_jax import storage
     self.builder = tfds.builder_from_directory(  # local or gs://
         storage.join(data_dir, spec["tfds_dir"]))
-    self.drop = MODEL_KEYS_DROPPED + (() if typed_relations
-                                      else ("edge_relation",))
+    self.drop = tuple(k for k in MODEL_KEYS_DROPPED if k != ID_KEY) + (
+        () if typed_relations else ("edge_relation",))
     for v in range(spec["views"]):
       if self.steps_per_epoch(v) < 1:
         raise ValueError(
@@ -115,8 +144,9 @@ class InputPipeline:
                         for k in parts[0]})
     return ds.prefetch(2)
 
-  def train_batches(self, start_step: int):
-    """Yields (step, local batch) from `start_step` on, forever."""
+  def train_batches(self, start_step: int, with_ids: bool = False):
+    """Yields (step, local batch) from `start_step` on, forever; with
+    `with_ids`, (step, local batch, the rows' example ids)."""
     import tensorflow_datasets as tfds
     epoch, index = self.position(start_step)
     step = start_step
@@ -129,10 +159,27 @@ class InputPipeline:
                                     + s) % (2 ** 31),
                               skip=index, take=steps, shuffle=True)
                for s in self.local]
-      for batch in tfds.as_numpy(self._zip_local(parts)):
-        yield step, batch
+      seen = 0
+      for batch in self._checked(view, tfds.as_numpy(
+          self._zip_local(parts))):
+        ids = batch.pop(ID_KEY)
+        yield (step, batch, ids) if with_ids else (step, batch)
         step += 1
+        seen += 1
+      if seen < steps - index:  # never a silent short epoch
+        raise diagnose_split(self.builder, view, RuntimeError(
+            f"{seen} of {steps - index} batches"))
       epoch, index = epoch + 1, 0
+
+  def _checked(self, split: str, batches):
+    """Batches of a split; a truncated or corrupt record file raises an
+    error naming the file and the record."""
+    tf = _tf()
+    try:
+      yield from batches
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
+            tf.errors.FailedPreconditionError) as e:  # corrupt, cut short
+      raise diagnose_split(self.builder, split, e) from None
 
   def eval_batches(self, split: str = "validation"):
     """The first `eval_batches` batches of a held-out split (fixed)."""
@@ -143,7 +190,10 @@ class InputPipeline:
       return []
     parts = [self._shard_ds(split, n, s, seed=0, skip=0, take=steps,
                             shuffle=False) for s in self.local]
-    return list(tfds.as_numpy(self._zip_local(parts)))
+    out = list(self._checked(split, tfds.as_numpy(self._zip_local(parts))))
+    for b in out:
+      b.pop(ID_KEY)
+    return out
 
 
 def example_batch(spec: dict, rows: int = 1,

@@ -32,6 +32,10 @@ from bali_jax.train.step import (TrainState, _corrupt, eval_step, init_state,
                                  make_optimizer, train_step)
 
 
+class BadStepsError(RuntimeError):
+  """`max_bad_steps` consecutive non-finite steps: the run stops."""
+
+
 class _Preemption:
   """SIGTERM sets a flag; the loop saves and stops at a step boundary."""
 
@@ -209,9 +213,22 @@ def jit_steps(cfg, spec, tx, mesh, shardings):
   return step_fn, eval_fn, example
 
 
+def _resolve_shards(cfg, workdir: str):
+  """data_shards=0 -> the saved run's shard count when resuming (the data
+  order is a function of it, so a run resumed on another number of
+  processes reads the same global batches), else one per process."""
+  if cfg.data_shards:
+    return cfg
+  path = storage.join(workdir, "config.json")
+  saved = (json.loads(storage.read_text(path)).get("data_shards", 0)
+           if storage.exists(path) else 0)
+  return cfg.replace(data_shards=saved or jax.process_count())
+
+
 def train_and_evaluate(cfg, workdir: str) -> dict:
   """Trains (or resumes) and returns the last step's metrics."""
   spec = data.load_spec(cfg.data_dir)
+  cfg = _resolve_shards(cfg, workdir)
   cfg = configs.resolve_batch(cfg, spec, jax.device_count(),
                               jax.process_count())
   cfg = configs.resolve_dtype(cfg, jax.default_backend())
@@ -226,14 +243,6 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     storage.makedirs(workdir)
     print("resolved config:\n" + cfg.to_json())
     print(_batch_line(cfg, spec, pipe))
-    storage.write_text(storage.join(workdir, "config.json"), cfg.to_json())
-    # the run carries its tokenizer and record spec: an export never needs
-    # the data directory
-    storage.write_text(storage.join(workdir, "dataset_spec.json"),
-                       json.dumps(spec, indent=2))
-    from bali_jax.tokenizer import save_tokenizer
-    with storage.local_staging(storage.join(workdir, "tokenizer")) as d:
-      save_tokenizer(data_tokenizer(cfg, spec), d)
   mesh = sharding.make_mesh(cfg)
   tx = make_optimizer(cfg)
   ckpt = Checkpointer(storage.join(workdir, "checkpoints"),
@@ -241,6 +250,21 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   state, abstract, shardings = create_state(cfg, spec, tx, mesh,
                                             jax.random.key(cfg.seed))
   start = ckpt.latest_step()
+  cfg_path = storage.join(workdir, "config.json")
+  spec_path = storage.join(workdir, "dataset_spec.json")
+  if start is not None and storage.exists(cfg_path):
+    configs.check_resume(
+        json.loads(storage.read_text(cfg_path)), cfg, workdir,
+        json.loads(storage.read_text(spec_path))
+        if storage.exists(spec_path) else None, spec)
+  if lead:  # after the check: a refused resume leaves the run as it was
+    storage.write_text(cfg_path, cfg.to_json())
+    # the run carries its tokenizer and record spec: an export never needs
+    # the data directory
+    storage.write_text(spec_path, json.dumps(spec, indent=2))
+    from bali_jax.tokenizer import save_tokenizer
+    with storage.local_staging(storage.join(workdir, "tokenizer")) as d:
+      save_tokenizer(data_tokenizer(cfg, spec), d)
   if start is not None:
     state, meta = ckpt.restore(start, abstract)
     print(f"resumed from step {start} (epoch, batch) = "
@@ -269,10 +293,12 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   clock = {"t": time.time()}
   last = {}
 
-  def report(done, m_dev):
+  bad = {"run": 0}  # consecutive skipped (non-finite) steps
+
+  def report(done, m_dev, ids):
     """Reads back the metrics of step `done` (called one step late, after
     the next step is dispatched, so the host never waits for the device
-    between steps)."""
+    between steps); applies the NaN/Inf policy's stop rule."""
     nonlocal last
     m = {k: float(v) for k, v in jax.device_get(m_dev).items()}
     now = time.time()
@@ -295,20 +321,34 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
                 + (f"MFU {m['mfu']:.1%} (padded {m['padded_mfu']:.1%})"
                    if peak else ""))
     bar.update(1)
+    bad["run"] = bad["run"] + 1 if m["skipped"] else 0
+    if m["skipped"]:
+      print(f"step {done}: non-finite loss, gradients or updated "
+            f"parameters (loss {m['loss']}, grad_norm {m['grad_norm']}): "
+            f"update skipped ({bad['run']} in a row)", flush=True)
+    if cfg.max_bad_steps and bad["run"] >= cfg.max_bad_steps:
+      raise BadStepsError(
+          f"{bad['run']} consecutive steps with a non-finite loss, "
+          f"gradients or updated parameters, the last at step {done} "
+          f"(epoch, batch) = {tuple(pipe.position(done - 1))}, example ids "
+          f"of this process's "
+          f"rows {sorted(int(i) for i in ids)}; the latest checkpoint "
+          f"(step {ckpt.latest_step()}) holds the last good state")
 
-  batches = data.Prefetch(pipe.train_batches(start),
-                          lambda item: (item[0], _global(item[1], mesh)))
+  batches = data.Prefetch(pipe.train_batches(start, with_ids=True),
+                          lambda item: (item[0], _global(item[1], mesh),
+                                        item[2]))
   pending = None
   step = start
   try:
-    for step, batch in batches:
+    for step, batch, ids in batches:
       if step >= cfg.steps:
         break
       state, m_dev = step_fn(state, batch, rng)
       if pending is not None:
         report(*pending)
       done = step + 1
-      pending = (done, m_dev)
+      pending = (done, m_dev, ids)
       stop = preempt.agreed()
       evals = done < cfg.steps and any(
           every and done % every == 0
@@ -320,7 +360,9 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
       if evals:
         _evaluate(eval_fn, state, pipe, mesh, writer, done, linking)
         clock["t"] = time.time()  # eval time is not step time
-      if save:
+      if save and (not bad["run"] or stop or done == cfg.steps):
+        # a skipped step's state is the last good one; periodic saves wait
+        # for a good step so the directory holds good steps only
         ckpt.save(done, state, {"position": position(done), "step": done},
                   force=stop or done == cfg.steps)
       if stop:
@@ -328,6 +370,10 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
         break
     if pending is not None:
       report(*pending)
+  except BadStepsError:
+    ckpt.close()
+    writer.close()
+    raise
   finally:
     batches.close()
   bar.close()

@@ -170,11 +170,20 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, cfg,
                                         r_drop, cfg.grad_accum_steps)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  # NaN/Inf policy: a non-finite loss, gradient or result skips the update
+  # (the step counter and the data still move on)
+  grad_norm = optax.tree.norm(grads)
+  ok = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+        & jnp.isfinite(optax.tree.norm(params)))
+  keep = lambda new, old: jnp.where(ok, new, old)
+  params = jax.tree.map(keep, params, state.params)
+  opt_state = jax.tree.map(keep, opt_state, state.opt_state)
   real = (jnp.sum(batch["segment_ids"] > 0)
           + jnp.sum(batch["name_segment_ids"] > 0))
   real_flops = sum(flops.real_flops(cfg, batch,
                                     metrics["num_mlm_tokens"]).values())
-  metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
+  metrics = dict(metrics, grad_norm=grad_norm,
+                 skipped=1 - ok.astype(jnp.int32),
                  real_tokens=real, real_flops=real_flops,
                  lr_lm=lm_schedule(cfg)(state.step),
                  lr_other=schedule(cfg.lr_other, cfg)(state.step))

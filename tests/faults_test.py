@@ -1,0 +1,159 @@
+"""Faults a long run meets: non-finite steps, a resume with another config,
+truncated or cut record files."""
+
+import glob
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bali_jax import configs
+from bali_jax.train import input_pipeline as data, sharding
+from bali_jax.train.checkpoint import Checkpointer
+from bali_jax.train.loop import (BadStepsError, _global, create_state,
+                                 train_and_evaluate)
+from bali_jax.train.step import make_optimizer, train_step
+
+
+def _cfg(data_dir, **kw):
+  cfg = configs.get_config("tiny").replace(data_dir=data_dir)
+  return configs.apply_overrides(cfg, [f"{k}={v}" for k, v in kw.items()])
+
+
+def _same(a, b) -> bool:
+  return all(jax.tree.leaves(jax.tree.map(
+      lambda x, y: bool(np.array_equal(np.asarray(x), np.asarray(y),
+                                       equal_nan=True)), a, b)))
+
+
+def test_a_non_finite_step_is_skipped_and_a_finite_one_applied(tiny_dataset):
+  spec = data.load_spec(tiny_dataset)
+  cfg = _cfg(tiny_dataset)
+  mesh = sharding.make_mesh(cfg)
+  tx = make_optimizer(cfg)
+  state, _, _ = create_state(cfg, spec, tx, mesh, jax.random.key(0))
+  pipe = data.InputPipeline(tiny_dataset, spec, cfg, 0, 1)
+  _, batch = next(pipe.train_batches(0))
+  step = jax.jit(lambda s, b: train_step(s, b, jax.random.key(1), cfg=cfg,
+                                         spec=spec, tx=tx))
+  batch = _global(batch, mesh)
+  head = dict(state.params["mlm_head"])
+  head["bias"] = head["bias"].at[5].set(jnp.nan)  # poison: loss is NaN
+  bad = state.replace(params={**state.params, "mlm_head": head})
+  before = jax.device_get((bad.params, bad.opt_state))
+  out, m = step(bad, batch)
+  assert int(m["skipped"]) == 1 and not np.isfinite(float(m["loss"]))
+  assert int(out.step) == int(bad.step) + 1  # the data moves on
+  assert _same(jax.device_get((out.params, out.opt_state)), before)
+  out, m = step(state, batch)  # the same batch, finite: applied
+  assert int(m["skipped"]) == 0
+  assert not _same(jax.device_get(out.params),
+                   jax.device_get(state.params))
+
+
+def test_consecutive_bad_steps_stop_the_run_with_good_checkpoints_only(
+    tiny_dataset, tmp_path):
+  """An absurd learning rate overflows the weights after the first
+  update: every later step is non-finite and skipped; the run stops after
+  `max_bad_steps` of them, naming the step and its rows; every checkpoint
+  on disk is of a good step."""
+  wd = str(tmp_path / "run")
+  cfg = _cfg(tiny_dataset, steps=8, save_every=1, max_bad_steps=2,
+             lr_lm=1e38, lr_other=1e38, warmup_ratio=0)
+  with pytest.raises(BadStepsError) as e:
+    train_and_evaluate(cfg, wd)
+  msg = str(e.value)
+  assert "2 consecutive steps" in msg and "example ids" in msg
+  rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
+  skipped = {r["step"]: r["skipped"] for r in rows if "skipped" in r}
+  bad = [s for s, v in skipped.items() if v]
+  assert len(bad) == 2 and bad == list(range(bad[0], bad[0] + 2))
+  assert f"at step {bad[-1]} " in msg
+  saved = sorted(int(d) for d in os.listdir(os.path.join(wd, "checkpoints"))
+                 if d.isdigit())
+  assert all(skipped[s] == 0 for s in saved)
+  ck = Checkpointer(os.path.join(wd, "checkpoints"))
+  assert ck.latest_step() == (max(saved) if saved else None)
+  assert f"(step {ck.latest_step()})" in msg
+  ck.close()
+
+
+def test_resume_refuses_another_config_and_allows_cadence(tiny_dataset,
+                                                           tmp_path):
+  wd = str(tmp_path / "run")
+  train_and_evaluate(_cfg(tiny_dataset, steps=2, save_every=2), wd)
+  saved = open(os.path.join(wd, "config.json")).read()
+  with pytest.raises(ValueError) as e:
+    train_and_evaluate(_cfg(tiny_dataset, steps=4, lr_lm=3e-5,
+                            **{"gnn.heads": 4}), wd)
+  msg = str(e.value)
+  assert "lr_lm: 2e-05 -> 3e-05" in msg
+  assert "model.gnn.heads: 2 -> 4" in msg and "steps" not in msg.split(
+      "may change")[0]
+  assert open(os.path.join(wd, "config.json")).read() == saved  # untouched
+  # length, cadence, logging and the mesh may change: it resumes
+  last = train_and_evaluate(_cfg(tiny_dataset, steps=3, save_every=3,
+                                 log_every=3, mesh_data=4,
+                                 mesh_fsdp=2), wd)
+  assert np.isfinite(last["loss"])
+  assert Checkpointer(os.path.join(wd, "checkpoints")).latest_step() == 3
+  # other data under the same path is refused too
+  spec = json.load(open(os.path.join(wd, "dataset_spec.json")))
+  resolved = configs.from_dict(json.loads(saved))  # as the run resolved it
+  configs.check_resume(json.loads(saved), resolved, wd, spec, spec)
+  with pytest.raises(ValueError, match="data: vocab_size"):
+    configs.check_resume(json.loads(saved), resolved, wd, spec,
+                         {**spec, "vocab_size": 7})
+  # views added later are the same data
+  more = {**spec, "views": 3,
+          "splits": {**spec["splits"], "train_view2": 5}}
+  configs.check_resume(json.loads(saved), resolved, wd, spec, more)
+
+
+def _copy(tiny_dataset, tmp_path):
+  d = str(tmp_path / "data")
+  shutil.copytree(tiny_dataset, d)
+  spec = data.load_spec(d)
+  files = sorted(glob.glob(os.path.join(d, spec["tfds_dir"],
+                                        "*train_view0.tfrecord*")))
+  assert files
+  return d, spec, files[0]
+
+
+def _read_all(d, spec):
+  cfg = _cfg(d)
+  pipe = data.InputPipeline(d, spec, cfg, 0, 1)
+  it = pipe.train_batches(0)
+  for _ in range(pipe.steps_per_epoch(0) + 1):
+    next(it)
+
+
+def test_a_truncated_record_file_names_the_file_and_record(tiny_dataset,
+                                                           tmp_path):
+  d, spec, path = _copy(tiny_dataset, tmp_path)
+  size = os.path.getsize(path)
+  with open(path, "r+b") as f:
+    f.truncate(size - 100)  # cut inside the last record
+  with pytest.raises(data.CorruptRecordsError) as e:
+    _read_all(d, spec)
+  assert os.path.basename(path) in str(e.value) and "record" in str(e.value)
+  assert "train_view0" in str(e.value)
+
+
+def test_a_file_cut_at_a_record_boundary_is_no_silent_short_epoch(
+    tiny_dataset, tmp_path):
+  import tensorflow as tf
+  d, spec, path = _copy(tiny_dataset, tmp_path)
+  records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+  keep = len(records) // 2
+  with tf.io.TFRecordWriter(path) as w:
+    for r in records[:keep]:
+      w.write(r)
+  with pytest.raises(data.CorruptRecordsError) as e:
+    _read_all(d, spec)
+  assert f"{keep} records where the dataset info says {len(records)}" in \
+      str(e.value)
