@@ -193,8 +193,8 @@ def test_two_processes_match_one_and_resume_elastically(tiny_dataset,
   out, _ = single.communicate(timeout=600)
   assert single.returncode == 0, out[-3000:]
   port = 20000 + os.getpid() % 20000
-  procs = [_train_cli(tmp_path / "two", tiny_dataset, "steps=2", *common,
-                      devices=2,
+  procs = [_train_cli(tmp_path / "two", tiny_dataset, "steps=3",
+                      "save_every=2", "eval_batches=1", devices=2,
                       extra=("--num-processes", "2", "--process-id", str(i),
                              "--coordinator", f"127.0.0.1:{port}"))
            for i in range(2)]
@@ -204,15 +204,21 @@ def test_two_processes_match_one_and_resume_elastically(tiny_dataset,
   assert "2 process(es), 4 devices" in outs[0]
   assert json.load(open(tmp_path / "two" / "config.json"))[
       "data_shards"] == 2  # one per process, resolved and saved
-  resume = _train_cli(tmp_path / "two", tiny_dataset, "steps=3", *common,
-                      devices=4)
+  two = _losses(tmp_path / "two")
+  # the 2-process run "dies" after its step-2 checkpoint; it resumes in one
+  # process with 4 devices and recomputes step 3
+  import shutil
+  shutil.rmtree(tmp_path / "two" / "checkpoints" / "3")
+  resume = _train_cli(tmp_path / "two", tiny_dataset, "steps=3",
+                      "save_every=2", "eval_batches=1", devices=4)
   out, _ = resume.communicate(timeout=600)
   assert resume.returncode == 0, out[-3000:]
   assert "resumed from step 2" in out and "1 process(es), 4 devices" in out
-  one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
-  assert sorted(one) == sorted(two) == [1, 2, 3]
+  one, resumed = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+  assert sorted(one) == sorted(two) == sorted(resumed) == [1, 2, 3]
   for s in one:
     np.testing.assert_allclose(one[s], two[s], rtol=1e-5)
+    np.testing.assert_allclose(one[s], resumed[s], rtol=1e-5)
 
 
 def test_config_errors_fail_before_compiling(tiny_dataset):
