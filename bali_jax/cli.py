@@ -335,8 +335,9 @@ def main(argv=None) -> int:
   except (ValueError, FileNotFoundError, FileExistsError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  except RuntimeError as e:  # a run that stopped itself (bad steps)
-    if type(e).__name__ != "BadStepsError":
+  except RuntimeError as e:
+    from bali_jax.train.loop import BadStepsError  # loaded if it was raised
+    if not isinstance(e, BadStepsError):  # a run that stopped itself
       raise
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -99,19 +99,26 @@ def write_bytes(path: str, data: bytes) -> None:
     raise
 
 
+def copy_file(src: str, dst: str) -> None:
+  """Copies one file (local or URL) over `dst` (local or URL)."""
+  if not is_url(src) and not is_url(dst):
+    shutil.copyfile(src, dst)
+  else:
+    _gfile().copy(src, dst, overwrite=True)
+
+
 def copy_tree(src: str, dst: str) -> None:
   """Copies a directory (local or URL) to another place (local or URL)."""
   if not is_url(src) and not is_url(dst):
     shutil.copytree(src, dst, dirs_exist_ok=True)
     return
-  g = _gfile()
   makedirs(dst)
   for name in listdir(src):
     s, d = join(src, name), join(dst, name)
     if isdir(s):
       copy_tree(s, d)
     else:
-      g.copy(s, d, overwrite=True)
+      copy_file(s, d)
 
 
 @contextlib.contextmanager

@@ -195,16 +195,13 @@ def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
     data_card = _build_local(documents, kg, tokenizer, local, o, bad, linker,
                              extra)
     storage.makedirs(out_dir)
-    for name in sorted(os.listdir(local)):
-      if name != SPEC_FILE:
-        src = os.path.join(local, name)
-        if os.path.isdir(src):
-          storage.copy_tree(src, storage.join(out_dir, name))
-        else:
-          storage.write_bytes(storage.join(out_dir, name),
-                              open(src, "rb").read())
-    storage.write_bytes(storage.join(out_dir, SPEC_FILE),
-                        open(os.path.join(local, SPEC_FILE), "rb").read())
+    names = sorted(n for n in os.listdir(local) if n != SPEC_FILE)
+    for name in names + [SPEC_FILE]:  # the spec last: readers look for it
+      src, dst = os.path.join(local, name), storage.join(out_dir, name)
+      if os.path.isdir(src):
+        storage.copy_tree(src, dst)
+      else:
+        storage.copy_file(src, dst)
   return data_card
 
 

@@ -39,8 +39,7 @@ class OurStep:
     t0 = time.perf_counter()
     self.compiled = step_fn.lower(self.state, example, self.rng).compile()
     self.compile_s = time.perf_counter() - t0
-    drop = data.MODEL_KEYS_DROPPED + (
-        () if cfg.model.gnn.num_relations else ("edge_relation",))
+    drop = data.dropped_keys(bool(cfg.model.gnn.num_relations))
     self.batches = [loop._global({k: v for k, v in b.items()
                                   if k not in drop}, self.mesh)
                     for b in local_batches]

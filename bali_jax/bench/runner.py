@@ -89,8 +89,9 @@ def _prepare(args):
   base = tiny_budgets() if args.config == "tiny" else Budgets()
   budgets = synthetic.sized_budgets(stats, base)
   bc = cfg.model.bert
-  probe, pst = synthetic.synthetic_rows(budgets, stats, 64, bc.vocab_size,
-                                        seed=1)
+  # the rows per step depend on sentences per row: measure them first
+  _, pst = synthetic.synthetic_rows(budgets, stats, 64, bc.vocab_size,
+                                    seed=1)
   means = {"sentences": pst.sentences / pst.rows,
            "entities": pst.entities / pst.rows, "nodes": pst.nodes / pst.rows}
   spec = synthetic.synthetic_spec(budgets, bc.vocab_size, row_means=means)

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+
 def unpack(rec_batch: dict, spec: dict) -> dict:
   """Our packed rows -> the authors' unpacked batch (numpy).
 

@@ -26,6 +26,11 @@ MODEL_KEYS_DROPPED = ("example_id", "num_sentences", "node_concept")
 ID_KEY = "example_id"  # kept on the host to name a batch in errors
 
 
+def dropped_keys(typed_relations: bool) -> tuple[str, ...]:
+  """Record keys the model never reads (relations only when typed)."""
+  return MODEL_KEYS_DROPPED + (() if typed_relations else ("edge_relation",))
+
+
 def load_spec(data_dir: str) -> dict:
   from bali_jax import storage
   path = storage.join(data_dir, "bali_dataset.json")
@@ -87,8 +92,9 @@ class InputPipeline:
     from bali_jax import storage
     self.builder = tfds.builder_from_directory(  # local or gs://
         storage.join(data_dir, spec["tfds_dir"]))
-    self.drop = tuple(k for k in MODEL_KEYS_DROPPED if k != ID_KEY) + (
-        () if typed_relations else ("edge_relation",))
+    # the example ids travel to the host loop, which names bad batches
+    self.drop = tuple(k for k in dropped_keys(typed_relations)
+                      if k != ID_KEY)
     for v in range(spec["views"]):
       if self.steps_per_epoch(v) < 1:
         raise ValueError(
@@ -201,7 +207,7 @@ def example_batch(spec: dict, rows: int = 1,
   """A zero batch with the record shapes (for init and shape checks)."""
   from bali_jax.features import Budgets, feature_shapes
   shapes = feature_shapes(Budgets(**spec["budgets"]))
-  drop = MODEL_KEYS_DROPPED + (() if typed_relations else ("edge_relation",))
+  drop = dropped_keys(typed_relations)
   return {k: np.zeros((rows,) + s, d) for k, (s, d) in shapes.items()
           if k not in drop}
 

@@ -213,22 +213,27 @@ def jit_steps(cfg, spec, tx, mesh, shardings):
   return step_fn, eval_fn, example
 
 
-def _resolve_shards(cfg, workdir: str):
+def _saved(workdir: str, name: str) -> dict | None:
+  """A JSON file the run directory holds from an earlier start, or None."""
+  path = storage.join(workdir, name)
+  return json.loads(storage.read_text(path)) if storage.exists(path) else None
+
+
+def _resolve_shards(cfg, saved_cfg: dict | None):
   """data_shards=0 -> the saved run's shard count when resuming (the data
   order is a function of it, so a run resumed on another number of
   processes reads the same global batches), else one per process."""
   if cfg.data_shards:
     return cfg
-  path = storage.join(workdir, "config.json")
-  saved = (json.loads(storage.read_text(path)).get("data_shards", 0)
-           if storage.exists(path) else 0)
+  saved = (saved_cfg or {}).get("data_shards", 0)
   return cfg.replace(data_shards=saved or jax.process_count())
 
 
 def train_and_evaluate(cfg, workdir: str) -> dict:
   """Trains (or resumes) and returns the last step's metrics."""
   spec = data.load_spec(cfg.data_dir)
-  cfg = _resolve_shards(cfg, workdir)
+  saved_cfg = _saved(workdir, "config.json")  # before this start rewrites it
+  cfg = _resolve_shards(cfg, saved_cfg)
   cfg = configs.resolve_batch(cfg, spec, jax.device_count(),
                               jax.process_count())
   cfg = configs.resolve_dtype(cfg, jax.default_backend())
@@ -250,18 +255,15 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   state, abstract, shardings = create_state(cfg, spec, tx, mesh,
                                             jax.random.key(cfg.seed))
   start = ckpt.latest_step()
-  cfg_path = storage.join(workdir, "config.json")
-  spec_path = storage.join(workdir, "dataset_spec.json")
-  if start is not None and storage.exists(cfg_path):
-    configs.check_resume(
-        json.loads(storage.read_text(cfg_path)), cfg, workdir,
-        json.loads(storage.read_text(spec_path))
-        if storage.exists(spec_path) else None, spec)
+  if start is not None and saved_cfg is not None:
+    configs.check_resume(saved_cfg, cfg, workdir,
+                         _saved(workdir, "dataset_spec.json"), spec)
   if lead:  # after the check: a refused resume leaves the run as it was
-    storage.write_text(cfg_path, cfg.to_json())
+    storage.write_text(storage.join(workdir, "config.json"), cfg.to_json())
     # the run carries its tokenizer and record spec: an export never needs
     # the data directory
-    storage.write_text(spec_path, json.dumps(spec, indent=2))
+    storage.write_text(storage.join(workdir, "dataset_spec.json"),
+                       json.dumps(spec, indent=2))
     from bali_jax.tokenizer import save_tokenizer
     with storage.local_staging(storage.join(workdir, "tokenizer")) as d:
       save_tokenizer(data_tokenizer(cfg, spec), d)
