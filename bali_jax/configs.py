@@ -272,7 +272,7 @@ def check_resume(saved: dict, cfg: TrainConfig, workdir: str,
   or with other data (the record specs differ; the path may move, e.g. to
   gs://); the message lists every differing key. Keys the saved config
   lacks (added by a later version) keep their defaults and pass."""
-  old, new = _flat(saved), _flat(cfg.to_dict())
+  old, new = _flat(_legacy(saved)), _flat(cfg.to_dict())
   diff = sorted(k for k in old if old[k] != new.get(k)
                 and k not in RESUMABLE_KEYS)
   if saved_spec is not None and spec is not None:
@@ -292,8 +292,22 @@ def check_resume(saved: dict, cfg: TrainConfig, workdir: str,
         f"those values (may change: {', '.join(sorted(RESUMABLE_KEYS))})")
 
 
+def _legacy(d: dict) -> dict:
+  """A saved config as this version names it: `model.gnn.kind`
+  ("gatv2" | "sage") became `model.graph_encoder` ("gat" | "sage")."""
+  m = dict(d.get("model", {}))
+  gnn = dict(m.get("gnn", {}))
+  if "kind" in gnn:
+    kind = gnn.pop("kind")
+    m.setdefault("graph_encoder", "gat" if kind == "gatv2" else kind)
+    m["gnn"] = gnn
+    d = {**d, "model": m}
+  return d
+
+
 def from_dict(d: dict) -> TrainConfig:
   """Inverse of `TrainConfig.to_dict` (reads a run's config.json)."""
+  d = _legacy(d)
   m = dict(d["model"])
   model = BaliConfig(**{**m, "bert": BertConfig(**m["bert"]),
                         "gnn": GnnConfig(**m["gnn"])})

@@ -1,6 +1,7 @@
 """Faults a long run meets: non-finite steps, a resume with another config,
 truncated or cut record files."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -112,6 +113,18 @@ def test_resume_refuses_another_config_and_allows_cadence(tiny_dataset,
   more = {**spec, "views": 3,
           "splits": {**spec["splits"], "train_view2": 5}}
   configs.check_resume(json.loads(saved), resolved, wd, spec, more)
+  # a run saved before `model.graph_encoder` (gnn.kind "gatv2") resumes as
+  # "gat" and is refused as "sage"
+  old = json.loads(saved)
+  old["model"].pop("graph_encoder")
+  old["model"]["gnn"]["kind"] = "gatv2"
+  assert configs.from_dict(old) == resolved
+  configs.check_resume(old, resolved, wd, spec, spec)
+  sage = resolved.replace(model=dataclasses.replace(resolved.model,
+                                                    graph_encoder="sage"))
+  with pytest.raises(ValueError, match="model.graph_encoder: 'gat' -> "
+                     "'sage'"):
+    configs.check_resume(old, sage, wd, spec, spec)
 
 
 def _copy(tiny_dataset, tmp_path):

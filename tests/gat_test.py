@@ -104,36 +104,57 @@ def _gelu(x):
   return 0.5 * x * (1 + erf(x / np.sqrt(2)))
 
 
-@pytest.mark.parametrize("kind", ["gatv2", "sage"])
-def test_graph_encoder_matches_reference_stack(kind):
+def ref_sage(h, src, dst, emask, q, project=False, normalize=False):
+  """PyG SAGEConv(project, normalize), mean aggregation + root weight."""
+  x_src = h
+  if project:
+    x_src = np.maximum(h @ q["lin"]["kernel"] + q["lin"]["bias"], 0)
+  agg = np.zeros_like(h)
+  cnt = np.zeros(len(h))
+  for s_, d_, mm in zip(src, dst, emask):
+    if mm:
+      agg[d_] += x_src[s_]
+      cnt[d_] += 1
+  agg = agg / np.maximum(cnt, 1)[:, None]
+  out = (agg @ q["lin_l"]["kernel"] + q["lin_l"]["bias"]
+         + h @ q["lin_r"]["kernel"])
+  if normalize:
+    out = out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True),
+                           1e-12)
+  return out
+
+
+@pytest.mark.parametrize("kind,project,normalize", [
+    ("gat", False, False), ("sage", False, False), ("sage", True, False),
+    ("sage", False, True), ("sage", True, True)])
+def test_graph_encoder_matches_reference_stack(kind, project, normalize):
+  """Both GNNs, every SAGE option: layers, dropout->GELU between them and
+  the shared output head, against the formulas in NumPy."""
   d, hidden, heads = 8, 12, 2
-  cfg = GnnConfig(kind=kind, num_layers=3, hidden=hidden, heads=heads)
+  cfg = GnnConfig(num_layers=3, hidden=hidden, heads=heads,
+                  sage_project=project, sage_normalize=normalize)
   x, src, dst, m = (np.stack(a) for a in zip(_graph(3, 6, 8, 2, 2, d)))
   graph = jraph.GraphsTuple(nodes=x, edges=None, senders=src, receivers=dst,
                             n_node=np.array([[6]]),
                             n_edge=np.array([[8]]), globals=None)
   targets = np.array([[0, 2, 4]])
-  enc = GraphEncoder(cfg, d)
+  enc = GraphEncoder(cfg, d, kind=kind)
   p = nn.meta.unbox(enc.init(jax.random.key(0), graph, targets))["params"]
+  if kind == "sage":
+    assert ("lin" in p["sage_0"]) == project
   rng = np.random.default_rng(4)
   p = jax.tree.map(lambda a: np.asarray(a) + 0.1 * rng.standard_normal(
       a.shape).astype(np.float32), p)
   out = np.asarray(jax.jit(enc.apply)({"params": p}, graph, targets))
   h = x[0]
   for i in range(3):
-    if kind == "gatv2":
+    if kind == "gat":
       h = ref_gatv2(h, src[0], dst[0], m[0], p[f"gat_{i}"], heads)
     else:
-      q = p[f"sage_{i}"]
-      agg = np.zeros_like(h)
-      cnt = np.zeros(len(h))
-      for s_, d_, mm in zip(src[0], dst[0], m[0]):
-        if mm:
-          agg[d_] += h[s_]
-          cnt[d_] += 1
-      agg = agg / np.maximum(cnt, 1)[:, None]
-      h = (agg @ q["lin_l"]["kernel"] + q["lin_l"]["bias"]
-           + h @ q["lin_r"]["kernel"])
+      h = ref_sage(h, src[0], dst[0], m[0], p[f"sage_{i}"], project,
+                   normalize)
+      if normalize:
+        np.testing.assert_allclose(np.linalg.norm(h, axis=-1), 1, rtol=1e-5)
     if i < 2:
       h = _gelu(h)
   t = h[targets[0]] @ p["head"]["kernel"] + p["head"]["bias"]

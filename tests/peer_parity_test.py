@@ -13,7 +13,8 @@ pyg = pytest.importorskip("torch_geometric")
 pml = pytest.importorskip("pytorch_metric_learning")
 
 from bali_jax import losses  # noqa: E402
-from bali_jax.model.gat import GATv2Layer, with_self_loops  # noqa: E402
+from bali_jax.model.gat import (GATv2Layer, SAGELayer,  # noqa: E402
+                                 with_self_loops)
 
 
 def test_gatv2_layer_matches_pyg():
@@ -41,6 +42,32 @@ def test_gatv2_layer_matches_pyg():
                                jnp.ones((1, 8), bool), None, n, 0)
   out = GATv2Layer(feats, heads, 0.0).apply({"params": params},
                                            x.numpy()[None], s, d, m)
+  np.testing.assert_allclose(np.asarray(out)[0], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("project,normalize", [(False, False), (True, False),
+                                               (False, True), (True, True)])
+def test_sage_layer_matches_pyg(project, normalize):
+  from torch_geometric.nn import SAGEConv
+  torch.manual_seed(1)
+  din, feats, n = 6, 5, 7
+  conv = SAGEConv(din, feats, project=project, normalize=normalize).eval()
+  with torch.no_grad():
+    for p in conv.parameters():
+      p.copy_(torch.randn_like(p) * 0.3)
+  x = torch.randn(n, din)
+  src = torch.tensor([1, 2, 3, 4, 5, 6, 3])
+  dst = torch.tensor([0, 0, 0, 1, 1, 1, 3])  # nodes 2, 4-6 get nothing
+  ref = conv(x, torch.stack([src, dst])).detach().numpy()
+  t = lambda lin: {"kernel": lin.weight.detach().numpy().T,
+                   **({"bias": lin.bias.detach().numpy()}
+                      if lin.bias is not None else {})}
+  params = {"lin_l": t(conv.lin_l), "lin_r": t(conv.lin_r)}
+  if project:
+    params["lin"] = t(conv.lin)
+  out = SAGELayer(feats, project, normalize).apply(
+      {"params": params}, x.numpy()[None], jnp.asarray(src.numpy())[None],
+      jnp.asarray(dst.numpy())[None], jnp.ones((1, 7), bool))
   np.testing.assert_allclose(np.asarray(out)[0], ref, atol=1e-5)
 
 

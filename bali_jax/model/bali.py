@@ -44,11 +44,15 @@ from bali_jax.model.gat import GnnConfig, GraphEncoder
 from bali_jax.model.pooling import NAME_POOLING, mention_pool, name_pool
 
 ALIGN_LOSSES = ("infonce", "ms")
+GRAPH_ENCODERS = ("gat", "sage")
 
 
 @dataclasses.dataclass(frozen=True)
 class BaliConfig:
   bert: BertConfig
+  # the graph side (spec 1.5): "gat" (GATv2, the paper's), "sage"
+  # (GraphSAGE); `gnn` holds their settings
+  graph_encoder: str = "gat"
   gnn: GnnConfig = GnnConfig()
   sentence_pooling_layer: int = -1  # hidden_states index; -1 = last layer
   name_pooling: str = "mean"  # "mean" | "mean1" | "cls"
@@ -69,6 +73,9 @@ class BaliConfig:
     if self.name_pooling not in NAME_POOLING:
       raise ValueError(f"name_pooling {self.name_pooling!r}; "
                        f"expected {NAME_POOLING}")
+    if self.graph_encoder not in GRAPH_ENCODERS:
+      raise ValueError(f"graph_encoder {self.graph_encoder!r}; expected "
+                       f"{GRAPH_ENCODERS}")
     if self.align_loss not in ALIGN_LOSSES:
       raise ValueError(f"align_loss {self.align_loss!r}; "
                        f"expected {ALIGN_LOSSES}")
@@ -131,8 +138,9 @@ class BaliModel(nn.Module):
         n_node=jnp.sum(batch["node_mask"], 1, keepdims=True),
         n_edge=jnp.sum(batch["edge_mask"], 1, keepdims=True), globals=None)
     g = GraphEncoder(c.gnn, bc.hidden_size, bc.layer_norm_eps,
-                     deterministic, name="gnn")(graph, batch["entity_node"],
-                                                batch["edge_mask"])
+                     deterministic, kind=c.graph_encoder,
+                     name="gnn")(graph, batch["entity_node"],
+                                 batch["edge_mask"])
     emb = {
         "text": text.astype(jnp.float32),  # (B, E, D)
         "graph": g.astype(jnp.float32),  # (B, E, D)

@@ -1,5 +1,9 @@
 """The graph tower: GATv2 (or GraphSAGE) over per-example subgraphs.
 
+Which tower a model has is `BaliConfig.graph_encoder` ("gat", "sage", or
+"linear", which has no GNN: see model/bali.py); this module builds the two
+GNNs.
+
 Semantics follow the authors' encoder (method spec 1.5), i.e. PyG
 `GATv2Conv(heads, concat=True, share_weights=True, add_self_loops=True,
 dropout=attention_dropout, bias=True)` stacked L times:
@@ -12,7 +16,18 @@ dropout=attention_dropout, bias=True)` stacked L times:
 Self-loops: existing self-loop edges are dropped and one loop per node is
 added, as PyG does. Between layers (not after the last): dropout then GELU.
 Head on the target (subgraph centre) nodes: Dense(d) -> LayerNorm(1e-12) ->
-Dropout.
+Dropout, for both GNNs (the authors' GATv2Encoder and GraphSAGEEncoder end
+in the same head).
+
+GraphSAGE is PyG `SAGEConv(in, out, project=, normalize=)` with its
+defaults (mean aggregation, root weight, bias on the neighbour branch):
+
+  x_j' = ReLU(P x_j + b_P)    (project=True only; P is in x in)
+  out_i = W_l mean_{j->i} x_j' + b_l + W_r x_i
+  out_i = out_i / max(||out_i||_2, 1e-12)    (normalize=True only)
+
+No self-loops are added (a node without in-edges aggregates zeros, PyG's
+empty mean).
 
 Input is a `jraph.GraphsTuple` whose arrays carry a leading batch axis (one
 padded graph per example row: nodes (B, N, D), senders/receivers (B, E),
@@ -33,14 +48,14 @@ import jraph
 from bali_jax.model.bert import LayerNorm
 
 Array = jax.Array
-GNN_KINDS = ("gatv2", "sage")
+GNN_KINDS = ("gat", "sage")
 _BIG_NEG = -1e9
 
 
 @dataclasses.dataclass(frozen=True)
 class GnnConfig:
-  """Graph tower settings; defaults are the authors' [KGA] command."""
-  kind: str = "gatv2"
+  """GNN settings; defaults are the authors' [KGA] command. The kind of
+  GNN is `BaliConfig.graph_encoder`."""
   num_layers: int = 5
   hidden: int | None = None  # None: the BERT width d
   heads: int = 2
@@ -53,10 +68,11 @@ class GnnConfig:
   # pulling mentions towards their concept's names in the encoder's own
   # space and adds graph context as the projection learns (ReZero-style)
   target_residual: bool = False
+  # GraphSAGE only (the authors' --graphsage_project / --graphsage_normalize)
+  sage_project: bool = False
+  sage_normalize: bool = False
 
   def __post_init__(self):
-    if self.kind not in GNN_KINDS:
-      raise ValueError(f"gnn kind {self.kind!r}; expected {GNN_KINDS}")
     if self.num_layers < 1:
       raise ValueError("gnn num_layers must be >= 1")
 
@@ -143,13 +159,22 @@ class GATv2Layer(nn.Module):
 
 
 class SAGELayer(nn.Module):
-  """PyG SAGEConv (mean aggregation, root weight, no normalisation)."""
+  """PyG SAGEConv: mean aggregation, root weight, optional source projection
+  and L2 output normalisation (module doc)."""
   features: int
+  project: bool = False
+  normalize: bool = False
 
   @nn.compact
   def __call__(self, x, senders, receivers, edge_mask, relations=None):
     del relations  # untyped
     num_nodes = x.shape[1]
+    src = x
+    if self.project:  # sources only; the root branch reads x unprojected
+      src = jax.nn.relu(nn.Dense(x.shape[-1],
+                                 kernel_init=_init(("embed", "mlp")),
+                                 bias_init=_zeros(("mlp",)),
+                                 name="lin")(x))
 
     def mean(x_b, s, r, m):
       w = m.astype(x_b.dtype)
@@ -157,12 +182,16 @@ class SAGELayer(nn.Module):
       cnt = jax.ops.segment_sum(w, r, num_nodes)
       return tot / jnp.maximum(cnt, 1.0)[:, None]
 
-    agg = jax.vmap(mean)(x, senders, receivers, edge_mask)
+    agg = jax.vmap(mean)(src, senders, receivers, edge_mask)
     neigh = nn.Dense(self.features, kernel_init=_init(("embed", "mlp")),
                      bias_init=_zeros(("mlp",)), name="lin_l")(agg)
     root = nn.Dense(self.features, use_bias=False,
                     kernel_init=_init(("embed", "mlp")), name="lin_r")(x)
-    return neigh + root
+    out = neigh + root
+    if self.normalize:  # F.normalize(p=2, eps=1e-12)
+      norm = jnp.sqrt(jnp.sum(out * out, axis=-1, keepdims=True))
+      out = out / jnp.maximum(norm, 1e-12)
+    return out
 
 
 class GraphEncoder(nn.Module):
@@ -175,6 +204,7 @@ class GraphEncoder(nn.Module):
   out_features: int  # d, the BERT width
   layer_norm_eps: float = 1e-12
   deterministic: bool = True
+  kind: str = "gat"  # GNN_KINDS
 
   @nn.compact
   def __call__(self, graph: jraph.GraphsTuple, targets: Array,
@@ -191,24 +221,27 @@ class GraphEncoder(nn.Module):
       (B, T, d) float32.
     """
     c = self.config
+    if self.kind not in GNN_KINDS:
+      raise ValueError(f"GNN kind {self.kind!r}; expected {GNN_KINDS}")
     if edge_mask is None:
       edge_mask = edge_mask_from_counts(graph)
     x = graph.nodes.astype(jnp.float32)  # (B, N, D)
     num_nodes = x.shape[1]
     s, r, m, rel = graph.senders, graph.receivers, edge_mask, graph.edges
-    if c.kind == "gatv2":
+    if self.kind == "gat":
       s, r, m, rel = with_self_loops(s, r, m, rel, num_nodes,
                                      loop_id=c.num_relations)
     hidden = c.hidden or self.out_features
     for i in range(c.num_layers):
       last = i == c.num_layers - 1
       width = self.out_features if last else hidden
-      if c.kind == "gatv2":
+      if self.kind == "gat":
         layer = GATv2Layer(width, c.heads, c.attention_dropout,
                            c.negative_slope, c.num_relations,
                            self.deterministic, name=f"gat_{i}")
       else:
-        layer = SAGELayer(width, name=f"sage_{i}")
+        layer = SAGELayer(width, c.sage_project, c.sage_normalize,
+                          name=f"sage_{i}")
       x = layer(x, s, r, m, rel if c.num_relations else None)
       if not last:  # authors' order: dropout, then GELU
         x = nn.Dropout(c.dropout)(x, self.deterministic)
