@@ -16,6 +16,20 @@ compiles once. Index conventions (all within the row):
   node_concept, node_mask (N)    concept id of each node slot; validity.
   name_ids, name_segment_ids     concept names packed several per name row;
   (R, Ln)                        the segment id of a name is its node slot + 1.
+  masked_name_ids,               the same rows with concept-name masking
+  masked_name_segment_ids        applied to every eligible target (spec 1.4:
+  (R, Ln)                        [CLS] [MASK]*(len(synonym)-2) [SEP], the
+                                 synonym drawn per view, the sentence's
+                                 sticky switch-off applied); each name slot
+                                 is reserved for the longer of the two, so
+                                 the device picks either per sentence.
+  lin_ids, lin_segment_ids       linearised subgraphs (spec 1.5, format v1 or
+  (Rl, Ll)                       v2, cut to max_lin_tokens), one per entity,
+                                 packed; segment id = entity slot + 1.
+  masked_lin_ids,                the same with concept-name masking (every
+  masked_lin_segment_ids         occurrence of name(v)); same reservation.
+  entity_lin (E)                 flat position (row * Ll + column) of each
+                                 entity's sequence start ([CLS]).
   edge_src, edge_dst, edge_mask  star edges neighbour -> target;
   edge_relation (Em)             relation id (see the dataset's relations).
   example_id ()                  stable id of the row (order of writing).
@@ -50,6 +64,13 @@ class Budgets:
     max_name_tokens: a single concept name is cut to this many tokens
       (incl. [CLS]/[SEP]); must be <= name_len.
     max_neighbors: K, neighbours sampled per concept.
+    lin_rows: Rl, linearised-subgraph rows per row (0: none written).
+    lin_len: Ll, tokens per linearised-subgraph row.
+    max_lin_tokens: a linearised subgraph is cut to this many tokens (the
+      authors' lin_graph_max_length, 128 in their debug config).
+    masked_variants: the record carries the concept-name-masked variants
+      (masked_name_*, masked_lin_*); datasets built before they existed
+      read as False.
   """
   seq_len: int = 128
   max_links: int = 48
@@ -60,25 +81,45 @@ class Budgets:
   name_len: int = 64
   max_name_tokens: int = 32
   max_neighbors: int = 3
+  lin_rows: int = 3
+  lin_len: int = 128
+  max_lin_tokens: int = 128
+  masked_variants: bool = True
 
   def __post_init__(self):
     if self.max_name_tokens > self.name_len:
       raise ValueError(f"max_name_tokens={self.max_name_tokens} > "
                        f"name_len={self.name_len}")
+    if self.max_lin_tokens > self.lin_len:
+      raise ValueError(f"max_lin_tokens={self.max_lin_tokens} > "
+                       f"lin_len={self.lin_len}")
     if self.max_nodes < self.max_entities:
       raise ValueError("max_nodes must be >= max_entities (one target each)")
     for f in dataclasses.fields(self):
+      if f.name in ("lin_rows", "masked_variants"):
+        continue
       if getattr(self, f.name) < 1:
         raise ValueError(f"budget {f.name} must be >= 1")
+    if self.lin_rows < 0:
+      raise ValueError("budget lin_rows must be >= 0 (0: no linear rows)")
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
 
 
+# what a spec written before a field existed means by it
+_LEGACY = {"lin_rows": 0, "masked_variants": False}
+
+
+def spec_budgets(spec: dict) -> Budgets:
+  """The budgets of a dataset spec (`bali_dataset.json`), older ones too."""
+  return Budgets(**{**_LEGACY, **spec["budgets"]})
+
+
 def tiny_budgets(**kw) -> Budgets:
   d = dict(seq_len=48, max_links=24, max_entities=8, max_nodes=24,
            max_edges=16, name_rows=6, name_len=24, max_name_tokens=12,
-           max_neighbors=2)
+           max_neighbors=2, lin_rows=4, lin_len=48, max_lin_tokens=48)
   d.update(kw)
   return Budgets(**d)
 
@@ -86,7 +127,7 @@ def tiny_budgets(**kw) -> Budgets:
 def feature_shapes(b: Budgets) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
   """Name -> (shape, dtype) of every feature of a record."""
   i32, i64 = np.dtype(np.int32), np.dtype(np.int64)
-  return {
+  out = {
       "example_id": ((), i64),
       "num_sentences": ((), i32),
       "input_ids": ((b.seq_len,), i32),
@@ -107,6 +148,18 @@ def feature_shapes(b: Budgets) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
       "edge_mask": ((b.max_edges,), i32),
       "edge_relation": ((b.max_edges,), i32),
   }
+  names = (b.name_rows, b.name_len)
+  lin = (b.lin_rows, b.lin_len)
+  if b.masked_variants:
+    out.update(masked_name_ids=(names, i32),
+               masked_name_segment_ids=(names, i32))
+  if b.lin_rows:
+    out.update(lin_ids=(lin, i32), lin_segment_ids=(lin, i32),
+               entity_lin=((b.max_entities,), i32))
+    if b.masked_variants:
+      out.update(masked_lin_ids=(lin, i32),
+                 masked_lin_segment_ids=(lin, i32))
+  return out
 
 
 def empty_record(b: Budgets) -> dict[str, np.ndarray]:
@@ -164,6 +217,20 @@ def validate_record(rec: dict[str, np.ndarray], b: Budgets,
     if not (rec["name_segment_ids"] == n + 1).any():
       problems.append(f"node {n} has no name tokens")
       break
+  if b.masked_variants:
+    plain, masked = rec["name_segment_ids"], rec["masked_name_segment_ids"]
+    if ((plain > 0) & (masked > 0) & (plain != masked)).any():
+      problems.append("a masked name overlaps another node's name")
+  if b.lin_rows:
+    lseg = rec["lin_segment_ids"].reshape(-1)
+    for e in np.nonzero(emask)[0]:
+      p = rec["entity_lin"][e]
+      if lseg[p] != e + 1 or (p and lseg[p - 1] == e + 1):
+        problems.append(f"entity {e}: entity_lin is not the start of its "
+                        "linearised subgraph")
+        break
+    if ((lseg > 0) & ~np.isin(lseg - 1, np.nonzero(emask)[0])).any():
+      problems.append("a linearised subgraph of an unused entity slot")
   if num_concepts is not None:
     if (rec["entity_concept"][emask] >= num_concepts).any() or (
         rec["node_concept"][nmask] >= num_concepts).any():

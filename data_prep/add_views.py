@@ -22,10 +22,10 @@ import os
 import shutil
 import tempfile
 
-from bali_jax.features import Budgets
+from bali_jax.features import spec_budgets
 from bali_jax.tokenizer import load_tokenizer
 from data_prep import card
-from data_prep.build import SPEC_FILE, train_row_means
+from data_prep.build import SPEC_FILE, make_linearizer, train_row_means
 from data_prep.errors import BadInputError
 from data_prep.examples import NameTokens
 from data_prep.kg import read_tsv
@@ -60,12 +60,14 @@ def add_views(data_dir: str, views: int) -> dict:
         f"{data_dir}: no sentences_train.jsonl (built by an older "
         "data_prep); rebuild the dataset to add views to it")
   kg = read_tsv(data_dir)
-  budgets = Budgets(**spec["budgets"])
+  budgets = spec_budgets(spec)
   tokenizer = load_tokenizer(os.path.join(data_dir, spec["tokenizer_dir"]))
   names = NameTokens(tokenizer, kg, budgets.max_name_tokens)
+  lin = make_linearizer(tokenizer, kg, budgets,
+                        spec.get("linear_format") or "v1")
   gen = view_rows(sentences, kg, names, budgets, spec["seed"],
                   spec.get("packing_order", "shuffled"),
-                  spec.get("open_rows", 1))
+                  spec.get("open_rows", 1), lin)
   version_dir = os.path.join(data_dir, spec["tfds_dir"])
   with open(os.path.join(version_dir, "dataset_info.json")) as f:
     info = json.load(f)

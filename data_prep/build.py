@@ -47,7 +47,8 @@ from data_prep.errors import BadInputError, BadRecords
 from data_prep.examples import NameTokens, tokenize_document
 from data_prep.kg import KnowledgeGraph
 from data_prep.linker import DictionaryLinker, LinkStats
-from data_prep.views import ORDERS, size_name_rows, view_rows
+from data_prep.linearize import FORMATS, Linearizer
+from data_prep.views import ORDERS, size_rows, view_rows
 
 DATASET_NAME = "bali_records"
 SPEC_FILE = "bali_dataset.json"
@@ -65,14 +66,30 @@ class BuildOptions:
   heldout_synonyms: float = 0.1  # fraction reserved for evaluation
   packing_order: str = "shuffled"  # or "document" (file order; ablation)
   open_rows: int = 8  # packer window (1 = plain greedy)
-  # size budgets.name_rows from the data's name tokens per sentence token
-  # (`views.size_name_rows`) instead of taking the given value
+  # size budgets.name_rows (and lin_rows) from the data's name (linear)
+  # tokens per sentence token (`views.size_rows`) instead of taking the
+  # given values
   size_name_rows: bool = False
+  size_lin_rows: bool = False
+  # linearised subgraphs (budgets.lin_rows > 0): the authors' format
+  linear_format: str = "v1"
 
   def __post_init__(self):
     if self.packing_order not in ORDERS:
       raise ValueError(f"packing_order {self.packing_order!r}; expected "
                        f"{ORDERS}")
+    if self.linear_format not in FORMATS:
+      raise ValueError(f"linear_format {self.linear_format!r}; expected "
+                       f"{FORMATS}")
+
+
+def make_linearizer(tokenizer, kg, budgets, fmt: str):
+  """What sample_view needs for the budgets' masking variants and linear
+  rows (None: neither)."""
+  if not (budgets.masked_variants or budgets.lin_rows):
+    return None
+  return Linearizer(tokenizer, kg.display_relations(), fmt,
+                    budgets.max_lin_tokens, linear=budgets.lin_rows > 0)
 
 
 def split_of(doc_id: str, o: BuildOptions) -> str:
@@ -225,23 +242,33 @@ def _build_local(documents, kg, tokenizer, out_dir, o, bad, linker, extra):
           f"empty corpus: {docs_seen} documents read, no sentence with a "
           "linked mention went to the train split")
     names = NameTokens(tokenizer, kg, o.budgets.max_name_tokens)
+    lin = make_linearizer(tokenizer, kg, o.budgets, o.linear_format)
     sizing = None
-    if o.size_name_rows:
-      sizing = size_name_rows(os.path.join(tmp, "sentences_train.jsonl"),
-                              kg, names, o.budgets, o.seed, o.packing_order)
-      o = dataclasses.replace(o, budgets=dataclasses.replace(
-          o.budgets, name_rows=sizing["name_rows"]))
-      print(f"name rows sized from the data: {sizing['name_rows']} x "
-            f"{o.budgets.name_len} tokens ("
-            f"{sizing['name_tokens_per_sentence_token']:.2f} name tokens per "
-            f"sentence token over {sizing['sampled_sentences']} sentences)")
+    if o.size_name_rows or (o.size_lin_rows and o.budgets.lin_rows):
+      sizing = size_rows(os.path.join(tmp, "sentences_train.jsonl"),
+                         kg, names, o.budgets, o.seed, o.packing_order, lin)
+      b = o.budgets
+      if o.size_name_rows:
+        b = dataclasses.replace(b, name_rows=sizing["name_rows"])
+        print(f"name rows sized from the data: {sizing['name_rows']} x "
+              f"{b.name_len} tokens ("
+              f"{sizing['name_tokens_per_sentence_token']:.2f} name tokens "
+              f"per sentence token over {sizing['sampled_sentences']} "
+              "sentences)")
+      if o.size_lin_rows and b.lin_rows:
+        b = dataclasses.replace(b, lin_rows=sizing["lin_rows"])
+        print(f"linear rows sized from the data: {sizing['lin_rows']} x "
+              f"{b.lin_len} tokens ("
+              f"{sizing['linear_tokens_per_sentence_token']:.2f} per "
+              "sentence token)")
+      o = dataclasses.replace(o, budgets=b)
     gens = {}
     for split in ("train", "validation", "test"):
       if counts[split]["sentences"] == 0:
         continue  # tfds cannot write an empty split; the card shows 0
       views = o.views if split == "train" else 1
       g = view_rows(os.path.join(tmp, f"sentences_{split}.jsonl"), kg, names,
-                    o.budgets, o.seed, o.packing_order, o.open_rows)
+                    o.budgets, o.seed, o.packing_order, o.open_rows, lin)
       for v in range(views):
         name = f"train_view{v}" if split == "train" else split
         gens[name] = (g, v)
@@ -266,6 +293,7 @@ def _build_local(documents, kg, tokenizer, out_dir, o, bad, linker, extra):
         "budgets": o.budgets.to_dict(), "views": o.views, "seed": o.seed,
         "packing_order": o.packing_order, "open_rows": o.open_rows,
         "name_rows_sizing": sizing,
+        "linear_format": o.linear_format if o.budgets.lin_rows else None,
         "splits": {k: pack[k]["rows"] for k in pack},
         "train_row_means": train_row_means(pack),
         "vocab_size": len(tokenizer.get_vocab()),

@@ -85,19 +85,24 @@ def to_markdown(c: dict) -> str:
                f"{sizing['name_tokens_per_sentence_token']:.2f} name tokens "
                f"per sentence token over {sizing['sampled_sentences']} "
                "sentences)" if sizing else "")
+            + (f", {b['lin_rows']} x {b['lin_len']} linearised-subgraph "
+               f"tokens (format {c['options'].get('linear_format', 'v1')})"
+               if b.get("lin_rows") else ", no linearised subgraphs")
             + f"; packed first-fit over {c['options'].get('open_rows', 1)} "
             "open rows.", "",
             "Rows with two sentences of one document: as packed, and if "
             "sentences were dealt to rows at random (what chance says).", "",
             "| split | rows | sentences | same-document rows | if random | "
-            "pad tokens | pad name tokens | "
+            "pad tokens | pad name tokens | pad linear tokens | "
             "unused entity slots | unused node slots | unused edge slots |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
   lines += _table((k, p["rows"], p["sentences"],
                    f"{p['rows_with_two_sentences_of_one_document']:.1%}",
                    f"{p['same_document_rows_if_random']:.1%}",
                    f"{p['pad_fraction_sentence_tokens']:.1%}",
                    f"{p['pad_fraction_name_tokens']:.1%}",
+                   (f"{p['pad_fraction_linear_tokens']:.1%}"
+                    if "pad_fraction_linear_tokens" in p else "-"),
                    f"{p['unused_entity_slots']:.1%}",
                    f"{p['unused_node_slots']:.1%}",
                    f"{p['unused_edge_slots']:.1%}")

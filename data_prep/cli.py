@@ -32,8 +32,17 @@ def _options(args):
   budgets = tiny_budgets() if args.budgets == "tiny" else Budgets()
   if args.name_rows != "auto":
     budgets = dataclasses.replace(budgets, name_rows=int(args.name_rows))
+  if args.no_linear:
+    budgets = dataclasses.replace(budgets, lin_rows=0)
+  elif args.lin_rows != "auto":
+    budgets = dataclasses.replace(budgets, lin_rows=int(args.lin_rows))
+  budgets = dataclasses.replace(
+      budgets, lin_len=args.lin_len or budgets.lin_len,
+      max_lin_tokens=args.lin_len or budgets.max_lin_tokens)
   return BuildOptions(budgets=budgets, open_rows=args.open_rows,
                       size_name_rows=args.name_rows == "auto",
+                      size_lin_rows=args.lin_rows == "auto",
+                      linear_format=args.linear_format,
                       views=args.views, seed=args.seed,
                       validation_percent=args.validation_percent,
                       test_percent=args.test_percent, workers=args.workers,
@@ -46,6 +55,20 @@ def _tokenizer(name):
   from bali_jax.open_data import resolve_model_dir
   from bali_jax.tokenizer import load_tokenizer
   return load_tokenizer(resolve_model_dir(name))
+
+
+def _relation_names(args, kg, required: bool = False) -> None:
+  """Readable relation names for the linearised rows (spec 1.5)."""
+  from data_prep.errors import BadInputError
+  if args.relation_names:
+    kg.name_relations(args.relation_names)
+  elif required and not args.no_linear and kg.relations:
+    raise BadInputError(
+        "UMLS relations are REL/RELA codes ("
+        f"{', '.join(kg.relations[:8])}{' ...' if len(kg.relations) > 8 else ''}"
+        "): the linearised subgraphs write a readable name for each; give "
+        "--relation-names FILE (code<TAB>name lines, the authors' "
+        "rela2rela_name file), or --no-linear to build without linear rows")
 
 
 def _finish(card, out):
@@ -71,6 +94,7 @@ def cmd_open_default(args) -> int:
   held = kg.reserve_synonyms(args.heldout_synonyms, args.seed)
   print(f"graph: {len(kg):,} concepts, {kg.num_edges():,} edges; "
         f"{held:,} synonyms held out for evaluation")
+  _relation_names(args, kg)
   linker = DictionaryLinker(kg)
   stats: dict = {}
   docs = sources.pubmed_documents(bad, args.max_documents, stats, files)
@@ -90,6 +114,7 @@ def cmd_umls(args) -> int:
   kg, docs, n_mentioned = sources.umls_graph_and_corpus(
       args.mrconso, args.mrrel, args.corpus, args.corpus_format, bad,
       args.max_documents)
+  _relation_names(args, kg, required=True)
   card = build_dataset(docs, kg, _tokenizer(args.tokenizer), args.out,
                        _options(args), bad,
                        extra={"mentioned_concepts": n_mentioned})
@@ -111,6 +136,7 @@ def cmd_kg(args) -> int:
   held = kg.reserve_synonyms(args.heldout_synonyms, args.seed)
   print(f"graph: {len(kg):,} concepts, {kg.num_edges():,} edges; "
         f"{held:,} synonyms held out for evaluation")
+  _relation_names(args, kg)
   kg.sources.append(Source(f"corpus ({args.corpus_format})", "user-supplied",
                            "user-supplied", args.corpus))
   raw = args.corpus_format in ("pubmed-xml", "text")
@@ -156,6 +182,22 @@ def _common(p):
                  help="concept-name rows per record: `auto` (default) sizes "
                  "them from the data's name tokens per sentence token, so "
                  "neither budget is mostly padding; or a number")
+  p.add_argument("--lin-rows", default="auto",
+                 help="linearised-subgraph rows per record (the `linear` "
+                 "graph encoder's input): `auto` (default) sizes them from "
+                 "the data, or a number")
+  p.add_argument("--lin-len", type=int, default=0,
+                 help="tokens per linearised-subgraph row and the cut of one "
+                 "subgraph (default 128, the authors' lin_graph_max_length)")
+  p.add_argument("--linear-format", choices=("v1", "v2"), default="v1",
+                 help="the authors' linearisation formats (default v1)")
+  p.add_argument("--no-linear", action="store_true",
+                 help="leave the linearised subgraphs out (smaller records; "
+                 "only the gat/sage graph encoders can train on them)")
+  p.add_argument("--relation-names", default=None,
+                 help="TSV of relation<TAB>readable name for the linearised "
+                 "subgraphs; required for UMLS (RELA codes), optional "
+                 "elsewhere (default: the relation with _ as spaces)")
   p.add_argument("--open-rows", type=int, default=8,
                  help="rows the packer keeps open: each sentence goes to the "
                  "first with room, the fullest is emitted when none has "

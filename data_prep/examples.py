@@ -77,6 +77,20 @@ class SentenceView:
   concepts: list[int]  # entity -> concept node id
   neighbors: list[list[tuple[int, int]]]  # entity -> [(concept, relation)]
   names: list[list[list[int]]]  # entity -> [target name, neighbour names..]
+  # with concept-name masking variants (data_prep.linearize): entity -> the
+  # target's masked-variant name; entity -> linearised subgraph, plain and
+  # masked (None: not written)
+  masked_names: list[list[int]] | None = None
+  lin: list[list[int]] | None = None
+  masked_lin: list[list[int]] | None = None
+
+  def head(self, keep: int) -> "SentenceView":
+    """The first `keep` entities and their links (for rows too small)."""
+    cut = lambda x: None if x is None else x[:keep]
+    return SentenceView(self.ids, [l for l in self.links if l[1] < keep],
+                        self.concepts[:keep], self.neighbors[:keep],
+                        self.names[:keep], cut(self.masked_names),
+                        cut(self.lin), cut(self.masked_lin))
 
 
 class NameTokens:
@@ -107,7 +121,7 @@ def _coprime_step(n: int, k: int) -> int:
 
 def sample_view(sent: dict, kg: KnowledgeGraph, names: NameTokens,
                 max_neighbors: int, seed: int, view: int,
-                serial: int) -> SentenceView:
+                serial: int, linearizer=None) -> SentenceView:
   """Neighbours and synonyms of one sentence in one view.
 
   Within a view each draw is uniform, as the authors' (K neighbours without
@@ -119,6 +133,11 @@ def sample_view(sent: dict, kg: KnowledgeGraph, names: NameTokens,
   (offset + v) mod names. So an entity sees every neighbour window and
   every name once before any repeats, and a sentence's sample repeats only
   when every part of it has run out of alternatives.
+
+  With a `linearize.Linearizer`, the view also carries the concept-name
+  masking variants (a synonym drawn per target and view for the mask
+  length, from an RNG of its own so the samples above are unchanged) and,
+  if it writes them, the linearised subgraphs.
   """
   rng = np.random.default_rng([seed, serial])
   neighbors, name_ids = [], []
@@ -139,5 +158,14 @@ def sample_view(sent: dict, kg: KnowledgeGraph, names: NameTokens,
     for p, (u, _) in zip(positions, picked):
       ids.append(names.get(u, int(offsets[p] + view) % len(kg.names[u])))
     name_ids.append(ids)
-  return SentenceView(sent["ids"], [tuple(l) for l in sent["links"]],
-                      sent["concepts"], neighbors, name_ids)
+  view_ = SentenceView(sent["ids"], [tuple(l) for l in sent["links"]],
+                       sent["concepts"], neighbors, name_ids)
+  if linearizer is not None:
+    from data_prep.linearize import draw_synonyms
+    syn = draw_synonyms(kg, names, sent["concepts"], seed, view, serial)
+    parts = linearizer.sentence(name_ids, neighbors, syn)
+    view_.masked_names = [m for m, _, _ in parts]
+    if linearizer.linear:
+      view_.lin = [l for _, l, _ in parts]
+      view_.masked_lin = [m for _, _, m in parts]
+  return view_

@@ -51,6 +51,8 @@ class KnowledgeGraph:
     self.names: list[list[str]] = []
     self._name_sets: list[set[str]] = []
     self.relations: list[str] = []
+    # relation -> the readable name linearised subgraphs write (spec 1.5)
+    self.relation_names: dict[str, str] = {}
     self._rel_index: dict[str, int] = {}
     self.adjacency: list[dict[tuple[int, int], None]] = []
     self.linkable: list[bool] = []  # may the dictionary linker use it?
@@ -137,6 +139,35 @@ class KnowledgeGraph:
       self.relations.append(rel)
     return r
 
+  def display_relations(self) -> list[str]:
+    """Readable relation names, by relation id: those set by
+    `name_relations`, else the name with underscores as spaces (ontology
+    relations such as is_a and has_phenotype read as words already)."""
+    return [self.relation_names.get(r, r.replace("_", " "))
+            for r in self.relations]
+
+  def name_relations(self, path: str) -> None:
+    """Readable names from a TSV of `code<TAB>name` lines (UMLS RELA codes,
+    as the authors' rela2rela_name file); every relation of the graph
+    must be named."""
+    names = {}
+    with open(path, encoding="utf-8") as f:
+      for n, line in enumerate(f, 1):
+        if not line.strip() or line.startswith("#"):
+          continue
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) < 2 or not parts[1].strip():
+          raise BadInputError(f"{path}:{n}: expected 'code<TAB>name', got "
+                              f"{line.rstrip()!r}")
+        names[parts[0].strip()] = " ".join(parts[1].split())
+    missing = [r for r in self.relations if r not in names]
+    if missing:
+      raise BadInputError(
+          f"{path}: no readable name for {len(missing)} relation(s) of the "
+          f"graph: {', '.join(missing[:20])}"
+          f"{' ...' if len(missing) > 20 else ''}")
+    self.relation_names = {r: names[r] for r in self.relations}
+
   def add_edge(self, src: int, dst: int, rel: str) -> None:
     self.adjacency[src][(dst, self.relation_id(rel))] = None
 
@@ -182,9 +213,10 @@ class KnowledgeGraph:
         f.write(f"{i}\t{cid}\t{names[0] if names else ''}\n")
     with open(os.path.join(out_dir, "relations.tsv"), "w",
               encoding="utf-8") as f:
-      f.write("relation_id\trelation\n")
-      for i, r in enumerate(self.relations):
-        f.write(f"{i}\t{r}\n")
+      f.write("relation_id\trelation\tdisplay_name\n")
+      for i, (r, shown) in enumerate(zip(self.relations,
+                                         self.display_relations())):
+        f.write(f"{i}\t{r}\t{shown}\n")
     with open(os.path.join(out_dir, "names.tsv"), "w", encoding="utf-8") as f:
       f.write("node_id\tname\n")
       for i, names in enumerate(self.names):
@@ -232,8 +264,10 @@ def read_tsv(data_dir: str) -> KnowledgeGraph:
                        f"{cid}")
   for node, name in _tsv(os.path.join(data_dir, "names.tsv")):
     kg.add_name(int(node), name)
-  for _, rel in _tsv(os.path.join(data_dir, "relations.tsv")):
+  for _, rel, *shown in _tsv(os.path.join(data_dir, "relations.tsv")):
     kg.relation_id(rel)
+    if shown:  # older datasets: the default display names
+      kg.relation_names[rel] = shown[0]
   for src, rel, dst in _tsv(os.path.join(data_dir, "edges.tsv")):
     kg.adjacency[int(src)][(int(dst), int(rel))] = None
   aliases = os.path.join(data_dir, "aliases.tsv")

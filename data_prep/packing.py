@@ -53,6 +53,7 @@ class PackStats:
   dropped_sentences: int = 0
   tokens: int = 0
   name_tokens: int = 0
+  lin_tokens: int = 0
   links: int = 0
   entities: int = 0
   nodes: int = 0
@@ -71,6 +72,9 @@ class PackStats:
         "pad_fraction_sentence_tokens": 1 - self.tokens / (r * b.seq_len),
         "pad_fraction_name_tokens":
             1 - self.name_tokens / (r * b.name_rows * b.name_len),
+        **({"pad_fraction_linear_tokens":
+                1 - self.lin_tokens / (r * b.lin_rows * b.lin_len)}
+           if b.lin_rows else {}),
         "unused_link_slots": 1 - self.links / (r * b.max_links),
         "unused_entity_slots": 1 - self.entities / (r * b.max_entities),
         "unused_node_slots": 1 - self.nodes / (r * b.max_nodes),
@@ -86,26 +90,43 @@ class PackStats:
     }
 
 
-def _place_names(fill: list[int], names: list[list[int]], name_len: int):
-  """First-fit positions (row, col) for names; None if one does not fit."""
+def _place(fill: list[int], sizes: list[int], row_len: int):
+  """First-fit positions (row, col) for spans of `sizes` tokens; None if
+  one does not fit."""
   fill = list(fill)
   out = []
-  for n in names:
+  for n in sizes:
     for r, used in enumerate(fill):
-      if used + len(n) <= name_len:
+      if used + n <= row_len:
         out.append((r, used))
-        fill[r] += len(n)
+        fill[r] += n
         break
     else:
       return None
   return out
 
 
+def _name_sizes(v: SentenceView) -> list[int]:
+  """Tokens reserved per node name: a target's slot holds the longer of its
+  name and its masked variant."""
+  out = []
+  for j, per in enumerate(v.names):
+    for k, n in enumerate(per):
+      alt = v.masked_names[j] if k == 0 and v.masked_names else n
+      out.append(max(len(n), len(alt)))
+  return out
+
+
+def _lin_sizes(v: SentenceView) -> list[int]:
+  if v.lin is None:
+    return []
+  return [max(len(a), len(b)) for a, b in zip(v.lin, v.masked_lin)]
+
+
 def _needs(v: SentenceView):
-  names = [n for per in v.names for n in per]
   return (len(v.ids), len(v.links), len(v.concepts),
           len(v.concepts) + sum(len(n) for n in v.neighbors),
-          sum(len(n) for n in v.neighbors), names)
+          sum(len(n) for n in v.neighbors), _name_sizes(v), _lin_sizes(v))
 
 
 class _Row:
@@ -115,27 +136,45 @@ class _Row:
     self.b = b
     self.rec = empty_record(b)
     self.n_sent = self.tok = self.link = self.ent = self.node = self.edge = 0
-    self.name_tokens = 0
+    self.name_tokens = self.lin_tokens = 0
     self.name_fill = [0] * b.name_rows
+    self.lin_fill = [0] * b.lin_rows
     self.docs: list[int] = []
 
   def fits(self, v: SentenceView):
-    """Name places if `v` fits in this row, else None."""
+    """(name places, linear places) if `v` fits in this row, else None."""
     b = self.b
-    tok, link, ent, node, edge, names = _needs(v)
+    if b.masked_variants and v.masked_names is None:
+      raise ValueError("the budgets want masked variants; sample the view "
+                       "with a Linearizer")
+    if b.lin_rows and v.lin is None:
+      raise ValueError("the budgets want linear rows; sample the view with "
+                       "a Linearizer that writes them")
+    tok, link, ent, node, edge, names, lins = _needs(v)
     if (self.tok + tok > b.seq_len or self.link + link > b.max_links
         or self.ent + ent > b.max_entities or self.node + node > b.max_nodes
         or self.edge + edge > b.max_edges):
       return None
-    return _place_names(self.name_fill, names, b.name_len)
+    name_places = _place(self.name_fill, names, b.name_len)
+    if name_places is None:
+      return None
+    if not b.lin_rows:
+      return name_places, []
+    lin_places = _place(self.lin_fill, lins, b.lin_len)
+    return None if lin_places is None else (name_places, lin_places)
 
   def fill(self) -> float:
-    """Share used of the budget that binds most (tokens or name tokens)."""
+    """Share used of the budget that binds most (tokens, name tokens or
+    linear tokens)."""
     b = self.b
-    return max(self.tok / b.seq_len,
-               self.name_tokens / (b.name_rows * b.name_len))
+    used = [self.tok / b.seq_len,
+            sum(self.name_fill) / (b.name_rows * b.name_len)]
+    if b.lin_rows:
+      used.append(sum(self.lin_fill) / (b.lin_rows * b.lin_len))
+    return max(used)
 
   def write(self, v: SentenceView, places, doc: int):
+    places, lin_places = places
     r, s = self.rec, self.n_sent + 1
     t0, e0 = self.tok, self.ent
     r["input_ids"][t0:t0 + len(v.ids)] = v.ids
@@ -153,14 +192,20 @@ class _Row:
       r["entity_segment"][e0 + j] = s
       r["entity_mask"][e0 + j] = 1
       nodes = [(c, None)] + list(nbrs)
-      for (concept, rel), name in zip(nodes, names):
+      for k, ((concept, rel), name) in enumerate(zip(nodes, names)):
         slot = self.node
         r["node_concept"][slot] = concept
         r["node_mask"][slot] = 1
         row, col = next(places)
         r["name_ids"][row, col:col + len(name)] = name
         r["name_segment_ids"][row, col:col + len(name)] = slot + 1
-        self.name_fill[row] = max(self.name_fill[row], col + len(name))
+        size = len(name)
+        if self.b.masked_variants:
+          alt = v.masked_names[j] if k == 0 else name
+          r["masked_name_ids"][row, col:col + len(alt)] = alt
+          r["masked_name_segment_ids"][row, col:col + len(alt)] = slot + 1
+          size = max(size, len(alt))
+        self.name_fill[row] = max(self.name_fill[row], col + size)
         if rel is not None:
           r["edge_src"][self.edge] = slot
           r["edge_dst"][self.edge] = target
@@ -169,6 +214,21 @@ class _Row:
           self.edge += 1
         self.node += 1
         self.name_tokens += len(name)
+      if self.b.lin_rows:
+        row, col = lin_places[j]
+        e = e0 + j
+        r["entity_lin"][e] = row * self.b.lin_len + col
+        plain = v.lin[j]
+        r["lin_ids"][row, col:col + len(plain)] = plain
+        r["lin_segment_ids"][row, col:col + len(plain)] = e + 1
+        size = len(plain)
+        if self.b.masked_variants:
+          m = v.masked_lin[j]
+          r["masked_lin_ids"][row, col:col + len(m)] = m
+          r["masked_lin_segment_ids"][row, col:col + len(m)] = e + 1
+          size = max(size, len(m))
+        self.lin_fill[row] = max(self.lin_fill[row], col + size)
+        self.lin_tokens += len(plain)
     self.n_sent += 1
     self.tok += len(v.ids)
     self.link += len(v.links)
@@ -197,8 +257,7 @@ class RowPacker:
 
   def _trim(self, v: SentenceView) -> SentenceView | None:
     for keep in range(len(v.concepts) - 1, 0, -1):
-      t = SentenceView(v.ids, [l for l in v.links if l[1] < keep],
-                       v.concepts[:keep], v.neighbors[:keep], v.names[:keep])
+      t = v.head(keep)
       if _Row(self.b).fits(t) is not None:
         return t
     return None
@@ -241,6 +300,7 @@ class RowPacker:
     st.row_sizes.append(row.n_sent)
     st.tokens += row.tok
     st.name_tokens += row.name_tokens
+    st.lin_tokens += row.lin_tokens
     st.links += row.link
     st.entities += row.ent
     st.nodes += row.node

@@ -66,10 +66,12 @@ def packing_order(n: int, seed: int, view: int, order: str) -> np.ndarray:
 
 
 def view_rows(path: str, kg, names, budgets, seed: int, order: str,
-              open_rows: int = 1):
+              open_rows: int = 1, linearizer=None):
   """Generator factory: `gen(view)` yields (example id, record) rows of one
   split; after a view is exhausted, `gen.stats[view]` holds its PackStats.
-  `open_rows` is the packer's window (1 = plain greedy, older datasets)."""
+  `open_rows` is the packer's window (1 = plain greedy, older datasets);
+  `linearizer` (data_prep.linearize) adds the masking variants and linear
+  rows the budgets ask for."""
   sentences = SentenceFile(path)
 
   def gen(view):
@@ -78,7 +80,8 @@ def view_rows(path: str, kg, names, budgets, seed: int, order: str,
     docs: dict[str, int] = {}
     for serial, s in sentences.read(packing_order(len(sentences), seed, view,
                                                   order)):
-      v = sample_view(s, kg, names, budgets.max_neighbors, seed, view, serial)
+      v = sample_view(s, kg, names, budgets.max_neighbors, seed, view, serial,
+                      linearizer)
       for rec in packer.add(v, docs.setdefault(s["doc"], len(docs))):
         rec["example_id"][...] = rows
         rows += 1
@@ -92,21 +95,32 @@ def view_rows(path: str, kg, names, budgets, seed: int, order: str,
   return gen
 
 
-def size_name_rows(path: str, kg, names, budgets, seed: int, order: str,
-                   sample: int = 2000) -> dict:
-  """Name rows for this data: enough name tokens per row for the concept
-  names that a full row of sentence tokens brings, measured on the first
-  `sample` sentences of view 0. Sized so the sentence and name budgets
-  bind about equally often; a fixed guess wastes one or the other (6 x 64
-  name slots left 64% of name tokens as padding on the open default)."""
+def size_rows(path: str, kg, names, budgets, seed: int, order: str,
+              linearizer=None, sample: int = 2000) -> dict:
+  """Name (and linear) rows for this data: enough name tokens per row for
+  the concept names that a full row of sentence tokens brings, measured on
+  the first `sample` sentences of view 0 (slots as the packer reserves
+  them); the same for linearised subgraphs. Sized so the sentence and name
+  budgets bind about equally often; a fixed guess wastes one or the other
+  (6 x 64 name slots left 64% of name tokens as padding on the open
+  default)."""
+  from data_prep.packing import _lin_sizes, _name_sizes
   sentences = SentenceFile(path)
   order_ = packing_order(len(sentences), seed, 0, order)[:sample]
-  tok = name_tok = 0
+  tok = name_tok = lin_tok = 0
   for serial, s in sentences.read(order_):
-    v = sample_view(s, kg, names, budgets.max_neighbors, seed, 0, serial)
+    v = sample_view(s, kg, names, budgets.max_neighbors, seed, 0, serial,
+                    linearizer)
     tok += len(v.ids)
-    name_tok += sum(len(n) for per in v.names for n in per)
+    name_tok += sum(_name_sizes(v))
+    lin_tok += sum(_lin_sizes(v))
   ratio = name_tok / max(tok, 1)
   rows = max(1, math.ceil(ratio * budgets.seq_len / budgets.name_len))
-  return {"name_rows": rows, "name_tokens_per_sentence_token": ratio,
-          "sampled_sentences": len(order_)}
+  out = {"name_rows": rows, "name_tokens_per_sentence_token": ratio,
+         "sampled_sentences": len(order_)}
+  if linearizer is not None and linearizer.linear:
+    lratio = lin_tok / max(tok, 1)
+    out.update(lin_rows=max(1, math.ceil(lratio * budgets.seq_len
+                                         / budgets.lin_len)),
+               linear_tokens_per_sentence_token=lratio)
+  return out

@@ -16,6 +16,10 @@ from bali_jax.features import Budgets, feature_shapes, tiny_budgets, \
 from bali_jax.train import flops
 
 
+# synthetic rows carry the GNN kind's keys only
+GNN_ONLY = dict(lin_rows=0, masked_variants=False)
+
+
 def _views(n, budgets, seed=0, vocab=30522):
   rng = np.random.default_rng(seed)
   return [synthetic._sentence(rng, synthetic.CorpusStats(), budgets, vocab,
@@ -29,7 +33,7 @@ def _segments(rec):
 
 def test_open_rows_pack_every_sentence_once_with_less_padding():
   from data_prep.packing import RowPacker
-  b = Budgets()
+  b = Budgets(**GNN_ONLY)
   views = _views(600, b)
   out = {}
   for w in (1, 8):
@@ -91,10 +95,10 @@ def test_stats_from_a_data_card_round_trip():
 
 def test_real_flops_count_real_tokens_and_per_segment_attention():
   cfg = get_config("tiny")
-  b = tiny_budgets()
+  b = tiny_budgets(**GNN_ONLY)
   recs, _ = synthetic.synthetic_rows(b, synthetic.CorpusStats(), 4, 30522)
   batch = synthetic.stack(recs)
-  c = {k: float(v) for k, v in flops.real_counts(batch, 7).items()}
+  c = {k: float(v) for k, v in flops.real_counts(cfg, batch, 7).items()}
   # reference: loops over rows and segments
   lens = [np.sum(r["segment_ids"] == s) for r in recs
           for s in np.unique(r["segment_ids"][r["segment_ids"] > 0])]
@@ -126,7 +130,7 @@ def test_real_flops_count_real_tokens_and_per_segment_attention():
 
 def test_unpack_for_the_authors_stack_keeps_the_same_work():
   from bali_jax.bench.torch_peer import unpack
-  b = Budgets()
+  b = Budgets(**GNN_ONLY)
   recs, _ = synthetic.synthetic_rows(b, synthetic.CorpusStats(), 6, 30522)
   batch = synthetic.stack(recs)
   spec = synthetic.synthetic_spec(b, 30522)

