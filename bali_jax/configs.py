@@ -156,10 +156,14 @@ def _set(obj, dotted: str, value: str):
 
 
 _SHORTCUTS = {"bert": "model.bert", "gnn": "model.gnn"}
+# whole keys that read as top-level switches
+_ALIASES = {"graph_encoder": "model.graph_encoder",
+            "graph_mlm": "model.graph_mlm"}
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
-  """`key=value` strings; `bert.x` / `gnn.x` are shortcuts into model.
+  """`key=value` strings; `bert.x` / `gnn.x` are shortcuts into model, as
+  are `graph_encoder=` and `graph_mlm=`.
   Giving `batch_size` (rows) alone turns a preset's `batch_sentences` off:
   the batch the user typed is the batch they get."""
   keys = {item.partition("=")[0] for item in overrides}
@@ -171,6 +175,7 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
       raise ValueError(f"override {item!r} is not key=value")
     head, _, rest = key.partition(".")
     key = f"{_SHORTCUTS[head]}.{rest}" if head in _SHORTCUTS and rest else key
+    key = _ALIASES.get(key, key)
     cfg = _set(cfg, key, value)
   return cfg
 
@@ -227,13 +232,25 @@ def validate(cfg: TrainConfig, num_devices: int, spec: dict | None) -> None:
     raise ValueError("steps must be >= 1")
   if spec is None:
     return
-  b = spec["budgets"]
+  from bali_jax.features import spec_budgets
+  b = spec_budgets(spec).to_dict()
   bc = cfg.model.bert
+  linear = cfg.model.graph_encoder == "linear"
+  if linear and not b["lin_rows"]:
+    raise ValueError(
+        f"graph_encoder=linear: {cfg.data_dir} has no linearised-subgraph "
+        "rows (built with --no-linear, or by an older data_prep); rebuild "
+        "it without --no-linear, or train a GNN kind (gat, sage)")
+  if cfg.concept_name_masking_prob and not b["masked_variants"]:
+    raise ValueError(
+        f"concept_name_masking_prob={cfg.concept_name_masking_prob}: "
+        f"{cfg.data_dir} was built before records carried the masked "
+        "name variants; rebuild it with this data_prep")
   if spec["vocab_size"] > bc.vocab_size:
     raise ValueError(f"the records use a {spec['vocab_size']}-token "
                      f"vocabulary but the model has vocab_size="
                      f"{bc.vocab_size}")
-  longest = max(b["seq_len"], b["name_len"])
+  longest = max(b["seq_len"], b["lin_len"] if linear else b["name_len"])
   if longest > bc.max_position_embeddings:
     raise ValueError(f"records have rows of {longest} tokens but the model "
                      f"has max_position_embeddings={bc.max_position_embeddings}")

@@ -89,23 +89,130 @@ def test_mention_masking_masks_all_mention_tokens_and_excludes_them():
   assert none["mlm_weights"].sum() == 0
 
 
-def test_concept_name_masking_targets_with_two_neighbours_only():
-  bt = _batch()
-  out = _run(bt, 0, name_masking_prob=1.0)
-  n_nbrs = np.zeros(bt["node_mask"].shape, int)
-  for r in range(n_nbrs.shape[0]):
-    for d, m in zip(bt["edge_dst"][r], bt["edge_mask"][r]):
-      n_nbrs[r, d] += m
-  for r in range(n_nbrs.shape[0]):
-    targets = set(bt["entity_node"][r][bt["entity_mask"][r] > 0])
-    for node in range(bt["node_mask"].shape[1]):
-      where = bt["name_segment_ids"][r] == node + 1
-      if not where.any():
-        continue
-      before, after = bt["name_ids"][r][where], out["name_ids"][r][where]
-      if node in targets and n_nbrs[r, node] >= 2:
-        assert after[0] == before[0] and after[-1] == before[-1]
-        assert (after[1:-1] == MASK).all()
-      else:
-        np.testing.assert_array_equal(after, before)
-  assert (out["name_ids"] != bt["name_ids"]).any()
+def _records(tiny_dataset, n=24):
+  from data_prep.tfds_builder import load_split
+  from bali_jax.train.input_pipeline import load_spec
+  spec = load_spec(tiny_dataset)
+  rows = [{k: v.numpy() for k, v in r.items()}
+          for r in load_split(tiny_dataset, "train_view0").take(n)]
+  return spec, {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def _corrupt_records(spec, bt, seed, prob, gmlm=0):
+  f = jax.jit(lambda b, r: corrupt(
+      b, r, mask_id=spec["mask_token_id"],
+      special_ids=spec["special_token_ids"], vocab_size=spec["vocab_size"],
+      mlm_probability=0.15, max_predictions=10, name_masking_prob=prob,
+      graph_mlm_predictions=gmlm))
+  return jax.tree.map(np.asarray, f(bt, jax.random.key(seed)))
+
+
+def _span(ids, seg, slot):
+  return ids[seg == slot]
+
+
+def test_concept_name_masking_as_the_authors(tiny_dataset):
+  """With q = 1 every sentence masks: targets before the sentence's first
+  one with < 2 sampled neighbours become [CLS] [MASK]*n [SEP] (n + 2 the
+  length of a drawn synonym, so not always the name's own length), that
+  target and all later ones keep their names (sticky switch-off), no
+  neighbour name changes; every linearised subgraph takes its masked
+  variant (name(v) nowhere in its triples)."""
+  spec, bt = _records(tiny_dataset)
+  mask = spec["mask_token_id"]
+  out = _corrupt_records(spec, bt, 0, 1.0)
+  assert not any(k.startswith("masked_") for k in out)
+  masked_n = switched = other_len = 0
+  for r in range(bt["input_ids"].shape[0]):
+    n_nbrs = np.bincount(bt["edge_dst"][r][bt["edge_mask"][r] > 0],
+                         minlength=bt["node_mask"].shape[1])
+    nseg, oseg = bt["name_segment_ids"][r], out["name_segment_ids"][r]
+    targets = {}
+    for e in np.nonzero(bt["entity_mask"][r])[0]:
+      targets.setdefault(bt["entity_segment"][r, e], []).append(e)
+    is_target = set(bt["entity_node"][r][bt["entity_mask"][r] > 0])
+    for node in np.nonzero(bt["node_mask"][r])[0]:
+      if node not in is_target:
+        np.testing.assert_array_equal(
+            _span(out["name_ids"][r], oseg, node + 1),
+            _span(bt["name_ids"][r], nseg, node + 1))
+    for ents in targets.values():
+      on = True
+      for e in ents:
+        node = bt["entity_node"][r, e]
+        on = on and n_nbrs[node] >= 2
+        before = _span(bt["name_ids"][r], nseg, node + 1)
+        after = _span(out["name_ids"][r], oseg, node + 1)
+        if on:
+          assert after[0] == before[0] and after[-1] == before[-1]
+          assert (after[1:-1] == mask).all() and len(after) >= 3
+          masked_n += 1
+          other_len += len(after) != len(before)
+        else:
+          np.testing.assert_array_equal(after, before)
+          switched += 1
+        lin_before = _span(bt["lin_ids"][r], bt["lin_segment_ids"][r], e + 1)
+        lin_after = _span(out["lin_ids"][r], out["lin_segment_ids"][r],
+                          e + 1)
+        np.testing.assert_array_equal(
+            lin_after, _span(bt["masked_lin_ids"][r],
+                             bt["masked_lin_segment_ids"][r], e + 1))
+        assert lin_after[0] == lin_before[0]  # [CLS]
+        if n_nbrs[node]:
+          assert (lin_after == mask).sum() > 0
+  assert masked_n > 5 and switched > 5 and other_len > 0
+  # q = 0: nothing changes; q = 0.5: whole sentences, about half of them
+  same = _corrupt_records(spec, bt, 0, 0.0)
+  for k in ("name_ids", "name_segment_ids", "lin_ids", "lin_segment_ids"):
+    np.testing.assert_array_equal(same[k], bt[k])
+  fired = []
+  for seed in range(6):
+    half = _corrupt_records(spec, bt, seed, 0.5)
+    for r in range(bt["input_ids"].shape[0]):
+      for s in np.unique(bt["entity_segment"][r][bt["entity_mask"][r] > 0]):
+        ents = np.nonzero((bt["entity_segment"][r] == s)
+                          & (bt["entity_mask"][r] > 0))[0]
+        took = [np.array_equal(
+            _span(half["lin_ids"][r], half["lin_segment_ids"][r], e + 1),
+            _span(bt["masked_lin_ids"][r], bt["masked_lin_segment_ids"][r],
+                  e + 1)) and not np.array_equal(
+            _span(bt["lin_ids"][r], bt["lin_segment_ids"][r], e + 1),
+            _span(bt["masked_lin_ids"][r], bt["masked_lin_segment_ids"][r],
+                  e + 1)) for e in ents]
+        plain = [np.array_equal(
+            _span(half["lin_ids"][r], half["lin_segment_ids"][r], e + 1),
+            _span(bt["lin_ids"][r], bt["lin_segment_ids"][r], e + 1))
+            for e in ents]
+        assert all(t or p for t, p in zip(took, plain))
+        if any(t for t in took):
+          assert not any(p and not t for t, p in zip(took, plain))
+          fired.append(1)
+        elif not all(p and not t for t, p in zip(took, plain)):
+          continue  # no entity of the sentence differs between variants
+        else:
+          fired.append(0)
+  assert 0.35 < np.mean(fired) < 0.65, np.mean(fired)
+
+
+def test_graph_mlm_selects_real_non_special_linear_tokens(tiny_dataset):
+  spec, bt = _records(tiny_dataset)
+  out = _corrupt_records(spec, bt, 3, 0.0, gmlm=9)
+  b, rl, ll = bt["lin_ids"].shape
+  assert out["lin_mlm_positions"].shape == (b, rl, 9)
+  w = out["lin_mlm_weights"] > 0
+  pos = out["lin_mlm_positions"]
+  seg = np.take_along_axis(bt["lin_segment_ids"], pos, axis=2)
+  orig = np.take_along_axis(bt["lin_ids"], pos, axis=2)
+  assert (seg[w] > 0).all()
+  assert not np.isin(orig[w], spec["special_token_ids"]).any()
+  np.testing.assert_array_equal(out["lin_mlm_labels"][w], orig[w])
+  real = (bt["lin_segment_ids"] > 0) & ~np.isin(bt["lin_ids"],
+                                               spec["special_token_ids"])
+  rate = w.sum() / real.sum()
+  assert 0.08 < rate < 0.2, rate
+  changed = out["lin_ids"] != bt["lin_ids"]
+  sel = np.zeros_like(changed)
+  for i in range(b):
+    for j in range(rl):
+      sel[i, j, pos[i, j][w[i, j]]] = True
+  assert not (changed & ~sel).any()  # only selected tokens change

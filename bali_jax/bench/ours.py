@@ -39,7 +39,7 @@ class OurStep:
     t0 = time.perf_counter()
     self.compiled = step_fn.lower(self.state, example, self.rng).compile()
     self.compile_s = time.perf_counter() - t0
-    drop = data.dropped_keys(bool(cfg.model.gnn.num_relations))
+    drop = data.dropped_keys(cfg)
     self.batches = [loop._global({k: v for k, v in b.items()
                                   if k not in drop}, self.mesh)
                     for b in local_batches]
@@ -97,7 +97,10 @@ def phase_times(ours: OurStep, repeats: int = 3) -> dict:
   r = jax.random.key(7)
   batch = jax.jit(lambda b: _corrupt(cfg, spec, b, r))(ours.batches[0])
   bert = BertModel(bc, add_pooler=c.keep_pooler)
-  b_, nr, ln = batch["name_ids"].shape
+  linear = c.graph_encoder == "linear"
+  rows_key, seg_key = (("lin_ids", "lin_segment_ids") if linear
+                       else ("name_ids", "name_segment_ids"))
+  b_, nr, ln = batch[rows_key].shape
 
   def encode(p, ids, seg):
     return bert.apply({"params": p}, ids, segment_ids=seg,
@@ -111,13 +114,14 @@ def phase_times(ours: OurStep, repeats: int = 3) -> dict:
     return jax.jit(run)
 
   ids, seg = batch["input_ids"], batch["segment_ids"]
-  nids = batch["name_ids"].reshape(b_ * nr, ln)
-  nseg = batch["name_segment_ids"].reshape(b_ * nr, ln)
+  nids = batch[rows_key].reshape(b_ * nr, ln)
+  nseg = batch[seg_key].reshape(b_ * nr, ln)
   h = jax.jit(encode)(params["bert"], ids, seg)
   name_h = jax.jit(encode)(params["bert"], nids, nseg)
-  num_nodes = batch["node_mask"].shape[1]
-  nodes = name_pool(name_h.reshape(b_, nr, ln, -1),
-                    batch["name_segment_ids"], num_nodes, c.name_pooling)
+  if not linear:
+    num_nodes = batch["node_mask"].shape[1]
+    nodes = name_pool(name_h.reshape(b_, nr, ln, -1),
+                      batch["name_segment_ids"], num_nodes, c.name_pooling)
 
   def mlm(p, hh):
     sel = jnp.take_along_axis(hh, batch["mlm_positions"][..., None], axis=1)
@@ -131,13 +135,18 @@ def phase_times(ours: OurStep, repeats: int = 3) -> dict:
         senders=batch["edge_src"], receivers=batch["edge_dst"],
         n_node=jnp.sum(batch["node_mask"], 1, keepdims=True),
         n_edge=jnp.sum(batch["edge_mask"], 1, keepdims=True), globals=None)
-    return GraphEncoder(c.gnn, bc.hidden_size, bc.layer_norm_eps, False).apply(
+    return GraphEncoder(c.gnn, bc.hidden_size, bc.layer_norm_eps, False,
+                        kind=c.graph_encoder).apply(
         {"params": p}, graph, batch["entity_node"], batch["edge_mask"],
         rngs={"dropout": r})
 
   text = mention_pool(h, batch["mention_token"], batch["mention_entity"],
                       batch["mention_mask"], batch["entity_concept"].shape[1])
-  graph_out = jax.jit(gnn)(params["gnn"], nodes)
+  if linear:  # g_v: the [CLS] state of each entity's linearised subgraph
+    graph_out = jnp.take_along_axis(name_h.reshape(b_, nr * ln, -1),
+                                    batch["entity_lin"][..., None], axis=1)
+  else:
+    graph_out = jax.jit(gnn)(params["gnn"], nodes)
   rest = {"mlm_nll": jnp.zeros(()), "mlm_correct": jnp.zeros(()),
           "mlm_count": jnp.ones(()), "entity_concept": batch["entity_concept"],
           "entity_mask": batch["entity_mask"], "num_nodes": jnp.zeros(())}
@@ -152,11 +161,13 @@ def phase_times(ours: OurStep, repeats: int = 3) -> dict:
   out = {
       "sentence_encoder": _median_time(fwd_bwd(encode),
                                        (params["bert"], ids, seg), repeats),
+      # the graph side's BERT pass: concept names, or linearised subgraphs
       "name_encoder": _median_time(fwd_bwd(encode),
                                    (params["bert"], nids, nseg), repeats),
       "mlm_head": _median_time(jax.jit(jax.grad(mlm, argnums=(0, 1))),
                                (params["mlm_head"], h), repeats),
-      "gnn": _median_time(fwd_bwd(gnn), (params["gnn"], nodes), repeats),
+      **({} if linear else {"gnn": _median_time(
+          fwd_bwd(gnn), (params["gnn"], nodes), repeats)}),
       "loss": _median_time(jax.jit(jax.grad(loss, argnums=(0, 1))),
                            (text.astype(jnp.float32),
                             graph_out.astype(jnp.float32)), repeats),
@@ -167,15 +178,17 @@ def phase_times(ours: OurStep, repeats: int = 3) -> dict:
 
 
 def batch_counts(local_batches: list[dict]) -> dict:
-  """Real work per batch (means): sentences, entities, tokens."""
+  """Real work per batch (means): sentences, entities, tokens (name tokens:
+  the graph side's, linearised subgraphs for the linear kind)."""
   f = lambda key, fn: float(np.mean([fn(b[key]) for b in local_batches]))
+  names = "lin" if "lin_ids" in local_batches[0] else "name"
   return {
       "rows": int(local_batches[0]["input_ids"].shape[0]),
       "sentences": f("num_sentences", np.sum),
       "entities": f("entity_mask", np.sum),
       "nodes": f("node_mask", np.sum),
       "sentence_tokens": f("segment_ids", lambda x: np.sum(x > 0)),
-      "name_tokens": f("name_segment_ids", lambda x: np.sum(x > 0)),
+      "name_tokens": f(f"{names}_segment_ids", lambda x: np.sum(x > 0)),
       "padded_sentence_tokens": float(local_batches[0]["input_ids"].size),
-      "padded_name_tokens": float(local_batches[0]["name_ids"].size),
+      "padded_name_tokens": float(local_batches[0][f"{names}_ids"].size),
   }

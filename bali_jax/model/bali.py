@@ -9,6 +9,9 @@ Forward pass (method spec 1.10), all fixed shapes, padding handled by masks:
   3. The SAME BERT over the packed concept-name rows -> node features
      (masked mean per name, gradients flow into the BERT).
   4. GATv2 over each example's star subgraphs -> g_v at the target nodes.
+     (`graph_encoder="linear"`: steps 3-4 are instead the same BERT over
+     the packed linearised subgraphs, g_v = the [CLS] state of v's; with
+     `graph_mlm`, MLM on them too.)
   5. NT-Xent (or MS-loss) over concat(e, g) with labels concat(ids, ids)
      on the global batch -> L_align (`objective`; under gradient
      accumulation over all micro-batches together, see train/step.py).
@@ -27,6 +30,10 @@ Batch keys (B example rows; the record schema fixes the sizes):
   edge_src, edge_dst, edge_mask (B, Em)          subgraph edges (star:
                                                  neighbour -> target)
   edge_relation (B, Em)                          only with typed relations
+  lin_ids, lin_segment_ids (B, Rl, Ll)           linear kind: packed
+  entity_lin (B, E)                              linearised subgraphs and
+                                                 each entity's [CLS] (flat)
+  lin_mlm_positions, _labels, _weights (B, Rl, Kl)  G-MLM slots
 """
 
 from __future__ import annotations
@@ -44,16 +51,21 @@ from bali_jax.model.gat import GnnConfig, GraphEncoder
 from bali_jax.model.pooling import NAME_POOLING, mention_pool, name_pool
 
 ALIGN_LOSSES = ("infonce", "ms")
-GRAPH_ENCODERS = ("gat", "sage")
+GRAPH_ENCODERS = ("gat", "sage", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
 class BaliConfig:
   bert: BertConfig
   # the graph side (spec 1.5): "gat" (GATv2, the paper's), "sage"
-  # (GraphSAGE); `gnn` holds their settings
+  # (GraphSAGE), "linear" (no GNN: g_v is the [CLS] state of the shared
+  # BERT over the linearised subgraph, from `name_pooling_layer` as the
+  # authors' concept_encoder_pooling_layer); `gnn` holds the GNNs' settings
   graph_encoder: str = "gat"
   gnn: GnnConfig = GnnConfig()
+  # G-MLM (linear only, the authors' --graph_mlm_task): MLM with the same
+  # head on the linearised subgraphs, its own mean, added to the loss
+  graph_mlm: bool = False
   sentence_pooling_layer: int = -1  # hidden_states index; -1 = last layer
   name_pooling: str = "mean"  # "mean" | "mean1" | "cls"
   name_pooling_layer: int = -1
@@ -76,6 +88,12 @@ class BaliConfig:
     if self.graph_encoder not in GRAPH_ENCODERS:
       raise ValueError(f"graph_encoder {self.graph_encoder!r}; expected "
                        f"{GRAPH_ENCODERS}")
+    if self.textual_contrastive_weight and self.graph_encoder == "linear":
+      raise ValueError("textual_contrastive_weight needs a GNN graph "
+                       "encoder (it reads the target names it encodes)")
+    if self.graph_mlm and self.graph_encoder != "linear":
+      raise ValueError("graph_mlm needs graph_encoder=linear (MLM on the "
+                       "linearised subgraphs)")
     if self.align_loss not in ALIGN_LOSSES:
       raise ValueError(f"align_loss {self.align_loss!r}; "
                        f"expected {ALIGN_LOSSES}")
@@ -90,8 +108,9 @@ def _layer_states(out: dict, layer: int):
 
 
 class BaliModel(nn.Module):
-  """Parameters: {"bert", "mlm_head", "gnn"}; only "bert" is exported as
-  the encoder (the MLM head exports as BertForMaskedLM's head).
+  """Parameters: {"bert", "mlm_head", "gnn"} ("gnn" absent for the linear
+  kind); only "bert" is exported as the encoder (the MLM head exports as
+  BertForMaskedLM's head, the GNN beside it: hf_export).
 
   `__call__` returns the losses and metrics of `objective`; with
   `embeddings_only=True` it stops before the losses and returns what they
@@ -113,7 +132,8 @@ class BaliModel(nn.Module):
                deterministic=deterministic, output_hidden_states=want)
     h = out["last_hidden_state"]  # (B, L, D)
     sel = jnp.take_along_axis(h, batch["mlm_positions"][..., None], axis=1)
-    logits = MlmHead(bc, name="mlm_head")(sel)  # (B, K, V) f32
+    mlm_head = MlmHead(bc, name="mlm_head")
+    logits = mlm_head(sel)  # (B, K, V) f32
     nll, correct, n_mlm = losses.mlm_sums(logits, batch["mlm_labels"],
                                           batch["mlm_weights"])
     num_ent = batch["entity_concept"].shape[1]
@@ -121,7 +141,30 @@ class BaliModel(nn.Module):
                         batch["mention_token"], batch["mention_entity"],
                         batch["mention_mask"], num_ent)  # (B, E, D)
 
-    # ---- graph tower: the same BERT over concept names, then the GNN
+    extra = {}
+    if c.graph_encoder == "linear":
+      g, extra = self._linear(bert, mlm_head, batch, deterministic)
+    else:
+      g, nodes = self._gnn(bert, batch, deterministic)
+      if c.textual_contrastive_weight:  # target names encoded alone
+        extra["names"] = jnp.take_along_axis(
+            nodes, batch["entity_node"][..., None], axis=1).astype(
+                jnp.float32)  # (B, E, D)
+    emb = {
+        "text": text.astype(jnp.float32),  # (B, E, D)
+        "graph": g.astype(jnp.float32),  # (B, E, D)
+        "mlm_nll": nll, "mlm_correct": correct, "mlm_count": n_mlm,
+        "entity_concept": batch["entity_concept"],  # (B, E)
+        "entity_mask": batch["entity_mask"],  # (B, E)
+        "num_nodes": jnp.sum(batch["node_mask"]),
+        **extra,
+    }
+    return emb if embeddings_only else objective(c, emb)
+
+  def _gnn(self, bert, batch, deterministic):
+    """The same BERT over the packed concept names, then the GNN."""
+    c = self.config
+    bc = c.bert
     b, r, ln = batch["name_ids"].shape
     nseg = batch["name_segment_ids"]
     name_out = bert(batch["name_ids"].reshape(b * r, ln),
@@ -141,23 +184,37 @@ class BaliModel(nn.Module):
                      deterministic, kind=c.graph_encoder,
                      name="gnn")(graph, batch["entity_node"],
                                  batch["edge_mask"])
-    emb = {
-        "text": text.astype(jnp.float32),  # (B, E, D)
-        "graph": g.astype(jnp.float32),  # (B, E, D)
-        "mlm_nll": nll, "mlm_correct": correct, "mlm_count": n_mlm,
-        "entity_concept": batch["entity_concept"],  # (B, E)
-        "entity_mask": batch["entity_mask"],  # (B, E)
-        "num_nodes": jnp.sum(batch["node_mask"]),
-    }
-    if c.textual_contrastive_weight:  # target names encoded alone
-      emb["names"] = jnp.take_along_axis(
-          nodes, batch["entity_node"][..., None], axis=1).astype(
-              jnp.float32)  # (B, E, D)
-    return emb if embeddings_only else objective(c, emb)
+    return g, nodes
+
+  def _linear(self, bert, mlm_head, batch, deterministic):
+    """The same BERT over the packed linearised subgraphs: g_v is the
+    [CLS] state of v's sequence (no GNN, no output head, as the authors);
+    G-MLM on the selected linear tokens."""
+    c = self.config
+    b, rl, ll = batch["lin_ids"].shape
+    out = bert(batch["lin_ids"].reshape(b * rl, ll),
+               segment_ids=batch["lin_segment_ids"].reshape(b * rl, ll),
+               deterministic=deterministic,
+               output_hidden_states=c.name_pooling_layer != -1)
+    states = _layer_states(out, c.name_pooling_layer).reshape(b, rl * ll, -1)
+    g = jnp.take_along_axis(states, batch["entity_lin"][..., None],
+                            axis=1)  # (B, E, D)
+    extra = {}
+    if c.graph_mlm:
+      k = batch["lin_mlm_positions"].shape[-1]
+      flat = (batch["lin_mlm_positions"]
+              + (jnp.arange(rl) * ll)[None, :, None]).reshape(b, rl * k)
+      h = out["last_hidden_state"].reshape(b, rl * ll, -1)
+      sel = jnp.take_along_axis(h, flat[..., None], axis=1)  # (B, Rl*K, D)
+      nll, correct, n = losses.mlm_sums(
+          mlm_head(sel), batch["lin_mlm_labels"].reshape(b, rl * k),
+          batch["lin_mlm_weights"].reshape(b, rl * k))
+      extra = {"gmlm_nll": nll, "gmlm_correct": correct, "gmlm_count": n}
+    return g, extra
 
 
 # embedding entries the losses are differentiated through (GradCache)
-DIFFERENTIABLE = ("text", "graph", "names", "mlm_nll")
+DIFFERENTIABLE = ("text", "graph", "names", "mlm_nll", "gmlm_nll")
 
 
 def objective(c: BaliConfig, emb: dict) -> dict:
@@ -188,9 +245,14 @@ def objective(c: BaliConfig, emb: dict) -> dict:
     tcl, _ = losses.nt_xent_loss(jnp.concatenate([t_flat, names]),
                                  labels, zmask, c.temperature)
     total = total + c.textual_contrastive_weight * tcl
+  gmlm = jnp.zeros((), jnp.float32)
+  if c.graph_mlm:
+    gmlm = jnp.sum(emb["gmlm_nll"]) / jnp.maximum(
+        jnp.sum(emb["gmlm_count"]), 1.0)
+    total = total + gmlm
   return {
       "loss": total, "mlm_loss": mlm_loss, "align_loss": align,
-      "tcl_loss": tcl,
+      "tcl_loss": tcl, "gmlm_loss": gmlm,
       "mlm_accuracy": jnp.sum(emb["mlm_correct"]) / denom,
       "align_accuracy": losses.retrieval_accuracy(t_flat, g_flat, ids,
                                                   emask),

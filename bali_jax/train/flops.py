@@ -29,6 +29,14 @@ def _encoder(bc, tokens, pairs):
   return bc.num_hidden_layers * (tokens * per_token + pairs * 4 * d)
 
 
+def _graph_rows(cfg):
+  """The rows the BERT reads on the graph side: concept names (GNN kinds)
+  or linearised subgraphs (linear)."""
+  if cfg.model.graph_encoder == "linear":
+    return "lin_rows", "lin_len", "lin_segment_ids"
+  return "name_rows", "name_len", "name_segment_ids"
+
+
 def _gnn_widths(cfg):
   d = cfg.model.bert.hidden_size
   g = cfg.model.gnn
@@ -44,6 +52,8 @@ def phase_flops(cfg, *, sentence_tokens, sentence_pairs, name_tokens,
   widths = _gnn_widths(cfg)
   gnn = sum(2 * nodes * i * o + 4 * (edges + nodes) * o
             for i, o in zip(widths, widths[1:])) + entities * 2 * d * d
+  if cfg.model.graph_encoder == "linear":
+    gnn = 0.0  # g_v is a [CLS] state; G-MLM tokens count as mlm_tokens
   fwd = {
       "sentence_encoder": _encoder(bc, sentence_tokens, sentence_pairs),
       "name_encoder": _encoder(bc, name_tokens, name_pairs),
@@ -61,13 +71,16 @@ def mlm_slots(cfg, seq_len: int) -> int:
 def padded_flops(cfg, budgets: dict, rows: int) -> dict:
   """What the compiled step computes for `rows` rows of these budgets."""
   b = budgets
-  name_rows = rows * b["name_rows"]
+  n_rows, n_len, _ = _graph_rows(cfg)
+  name_rows = rows * b[n_rows]
+  gmlm = (name_rows * mlm_slots(cfg, b[n_len])
+          if cfg.model.graph_mlm else 0)
   return phase_flops(
       cfg, sentence_tokens=rows * b["seq_len"],
       sentence_pairs=rows * b["seq_len"] ** 2,
-      name_tokens=name_rows * b["name_len"],
-      name_pairs=name_rows * b["name_len"] ** 2,
-      mlm_tokens=rows * mlm_slots(cfg, b["seq_len"]),
+      name_tokens=name_rows * b[n_len],
+      name_pairs=name_rows * b[n_len] ** 2,
+      mlm_tokens=rows * mlm_slots(cfg, b["seq_len"]) + gmlm,
       nodes=rows * b["max_nodes"], edges=rows * b["max_edges"],
       entities=rows * b["max_entities"])
 
@@ -79,11 +92,15 @@ def _same_segment_pairs(seg):
   return jnp.sum(same, dtype=jnp.float32)
 
 
-def real_counts(batch: dict, mlm_tokens) -> dict:
+def real_counts(cfg, batch: dict, mlm_tokens) -> dict:
   """The counts `phase_flops` needs, from a batch of records (jnp or
-  numpy; works inside jit)."""
+  numpy; works inside jit). The graph side's rows are the concept names
+  or, for the linear kind, the linearised subgraphs (then G-MLM's selected
+  tokens join `mlm_tokens`)."""
   f32 = jnp.float32
-  seg, nseg = batch["segment_ids"], batch["name_segment_ids"]
+  seg, nseg = batch["segment_ids"], batch[_graph_rows(cfg)[2]]
+  if "lin_mlm_weights" in batch:
+    mlm_tokens = mlm_tokens + jnp.sum(batch["lin_mlm_weights"], dtype=f32)
   return dict(
       sentence_tokens=jnp.sum(seg > 0, dtype=f32),
       sentence_pairs=_same_segment_pairs(seg),
@@ -96,4 +113,4 @@ def real_counts(batch: dict, mlm_tokens) -> dict:
 
 
 def real_flops(cfg, batch: dict, mlm_tokens) -> dict:
-  return phase_flops(cfg, **real_counts(batch, mlm_tokens))
+  return phase_flops(cfg, **real_counts(cfg, batch, mlm_tokens))

@@ -26,9 +26,28 @@ MODEL_KEYS_DROPPED = ("example_id", "num_sentences", "node_concept")
 ID_KEY = "example_id"  # kept on the host to name a batch in errors
 
 
-def dropped_keys(typed_relations: bool) -> tuple[str, ...]:
-  """Record keys the model never reads (relations only when typed)."""
-  return MODEL_KEYS_DROPPED + (() if typed_relations else ("edge_relation",))
+NAME_KEYS = ("name_ids", "name_segment_ids")
+LINEAR_KEYS = ("lin_ids", "lin_segment_ids", "entity_lin")
+MASKED_KEYS = ("masked_name_ids", "masked_name_segment_ids",
+               "masked_lin_ids", "masked_lin_segment_ids")
+
+
+def dropped_keys(cfg) -> tuple[str, ...]:
+  """Record keys this run's model never reads: relations unless typed, the
+  other graph kind's rows (a dataset carries both), the concept-name
+  masking variants unless that masking is on."""
+  m = cfg.model
+  out = MODEL_KEYS_DROPPED
+  if not m.gnn.num_relations:
+    out += ("edge_relation",)
+  out += NAME_KEYS if m.graph_encoder == "linear" else LINEAR_KEYS
+  if not cfg.concept_name_masking_prob:
+    out += MASKED_KEYS
+  elif m.graph_encoder == "linear":
+    out += MASKED_KEYS[:2]
+  else:
+    out += MASKED_KEYS[2:]
+  return out
 
 
 def load_spec(data_dir: str) -> dict:
@@ -76,7 +95,7 @@ def _tf():
 
 class InputPipeline:
   def __init__(self, data_dir: str, spec: dict, cfg, process_index: int,
-               process_count: int, typed_relations: bool = False):
+               process_count: int):
     import tensorflow_datasets as tfds
     self.cfg, self.spec = cfg, spec
     self.shards = cfg.data_shards or process_count
@@ -93,7 +112,7 @@ class InputPipeline:
     self.builder = tfds.builder_from_directory(  # local or gs://
         storage.join(data_dir, spec["tfds_dir"]))
     # the example ids travel to the host loop, which names bad batches
-    self.drop = tuple(k for k in dropped_keys(typed_relations)
+    self.drop = tuple(k for k in dropped_keys(cfg)
                       if k != ID_KEY)
     for v in range(spec["views"]):
       if self.steps_per_epoch(v) < 1:
@@ -202,12 +221,11 @@ class InputPipeline:
     return out
 
 
-def example_batch(spec: dict, rows: int = 1,
-                  typed_relations: bool = False) -> dict[str, np.ndarray]:
+def example_batch(spec: dict, cfg, rows: int = 1) -> dict[str, np.ndarray]:
   """A zero batch with the record shapes (for init and shape checks)."""
-  from bali_jax.features import Budgets, feature_shapes
-  shapes = feature_shapes(Budgets(**spec["budgets"]))
-  drop = dropped_keys(typed_relations)
+  from bali_jax.features import feature_shapes, spec_budgets
+  shapes = feature_shapes(spec_budgets(spec))
+  drop = dropped_keys(cfg)
   return {k: np.zeros((rows,) + s, d) for k, (s, d) in shapes.items()
           if k not in drop}
 

@@ -82,8 +82,7 @@ def check_same_run(cfg) -> None:
 
 def _abstract_state(cfg, spec, tx, mesh):
   """Abstract state and its shardings, derived from the logical names."""
-  example = data.example_batch(spec, typed_relations=bool(
-      cfg.model.gnn.num_relations))
+  example = data.example_batch(spec, cfg)
   example = _corrupt(cfg, spec, example, jax.random.key(0))
   boxed = jax.eval_shape(lambda r: init_state(cfg, r, example, tx),
                          jax.random.key(0))
@@ -157,8 +156,8 @@ def _startup(cfg, mesh, state, compiled, flops, peak, peak_from):
       f"backend {jax.default_backend()}, {jax.process_count()} process(es), "
       f"{jax.device_count()} devices ({jax.devices()[0].device_kind})",
       f"mesh {dict(mesh.shape)}",
-      f"parameters: bert {n(state.params['bert']):,}, gnn "
-      f"{n(state.params['gnn']):,}, mlm_head {n(state.params['mlm_head']):,}",
+      "parameters: " + ", ".join(f"{k} {n(v):,}" for k, v in
+                                 state.params.items()),
       f"analytic training FLOPs per step {flops / 1e12:.4f} TFLOP with "
       f"padding (MFU counts real tokens only); peak {peak:.4g} TFLOP/s per "
       f"device ({peak_from})",
@@ -192,9 +191,7 @@ def jit_steps(cfg, spec, tx, mesh, shardings):
   """The jitted train and eval steps with their shardings, and an example
   global batch to lower them with."""
   local_rows = cfg.batch_size // jax.process_count()
-  example = _global(data.example_batch(
-      spec, local_rows, typed_relations=bool(cfg.model.gnn.num_relations)),
-                    mesh)
+  example = _global(data.example_batch(spec, cfg, local_rows), mesh)
   in_batch = jax.tree.map(lambda x: x.sharding, example)
 
   def bali_train_step(s, b, r):  # named: compile logs say which function
@@ -241,8 +238,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   check_same_run(cfg)
   # before anything compiles: data shape and view checks
   pipe = data.InputPipeline(cfg.data_dir, spec, cfg, jax.process_index(),
-                            jax.process_count(),
-                            typed_relations=bool(cfg.model.gnn.num_relations))
+                            jax.process_count())
   lead = jax.process_index() == 0
   if lead:  # process 0 writes the run's files (local or gs://)
     storage.makedirs(workdir)
@@ -316,7 +312,10 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     if lead and (done % cfg.log_every == 0 or done == cfg.steps):
       writer.write(done, m)
       bar.write(f"step {done}: loss {m['loss']:.4f} mlm {m['mlm_loss']:.4f} "
-                f"align {m['align_loss']:.4f} lr {m['lr_lm']:.2e} grad_norm "
+                f"align {m['align_loss']:.4f} "
+                + (f"g-mlm {m['gmlm_loss']:.4f} " if cfg.model.graph_mlm
+                   else "")
+                + f"lr {m['lr_lm']:.2e} grad_norm "
                 f"{m['grad_norm']:.3f} {dt:.2f}s/step "
                 f"{m['real_tokens_per_s']:.0f} real tok/s "
                 f"({m['tokens_per_s']:.0f} padded) "

@@ -86,13 +86,16 @@ def init_state(cfg, rng, batch_example, tx) -> TrainState:
 
 def _corrupt(cfg, spec, batch, rng):
   seq_len = batch["input_ids"].shape[1]
-  k = cfg.mlm_max_predictions or -(-seq_len // 5)
+  k_lin = (flops.mlm_slots(cfg, batch["lin_ids"].shape[-1])
+           if cfg.model.graph_mlm else 0)
   return masking.corrupt(
       batch, rng, mask_id=spec["mask_token_id"],
       special_ids=spec["special_token_ids"], vocab_size=spec["vocab_size"],
-      mlm_probability=cfg.mlm_probability, max_predictions=k,
+      mlm_probability=cfg.mlm_probability,
+      max_predictions=flops.mlm_slots(cfg, seq_len),
       mention_masking_prob=cfg.mention_masking_prob,
-      name_masking_prob=cfg.concept_name_masking_prob)
+      name_masking_prob=cfg.concept_name_masking_prob,
+      graph_mlm_predictions=k_lin)
 
 
 def _grads_one_batch(model, params, batch, r_drop):
@@ -178,10 +181,10 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, cfg,
   keep = lambda new, old: jnp.where(ok, new, old)
   params = jax.tree.map(keep, params, state.params)
   opt_state = jax.tree.map(keep, opt_state, state.opt_state)
-  real = (jnp.sum(batch["segment_ids"] > 0)
-          + jnp.sum(batch["name_segment_ids"] > 0))
-  real_flops = sum(flops.real_flops(cfg, batch,
-                                    metrics["num_mlm_tokens"]).values())
+  counts = flops.real_counts(cfg, corrupted, metrics["num_mlm_tokens"])
+  real = (counts["sentence_tokens"] + counts["name_tokens"]).astype(
+      jnp.int32)
+  real_flops = sum(flops.phase_flops(cfg, **counts).values())
   metrics = dict(metrics, grad_norm=grad_norm,
                  skipped=1 - ok.astype(jnp.int32),
                  real_tokens=real, real_flops=real_flops,
