@@ -160,15 +160,21 @@ def cmd_train(args) -> int:
 def _export_run(args, workdir: str) -> int:
   """Exports the BERT (+ MLM head) of a run's latest checkpoint."""
   from bali_jax import hf_export, hf_import
-  bert_cfg, params, tok, step, _, _ = load_run(workdir)
+  bert_cfg, params, tok, step, cfg, _ = load_run(workdir)
   print(f"restored step {step} of {workdir}")
   report = hf_export.export_hf(bert_cfg, params, args.out, tok,
                                dtype=args.dtype,
                                max_shard_size=args.max_shard_size,
-                               overwrite=args.overwrite)
+                               overwrite=args.overwrite,
+                               model_cfg=cfg.model)
   result = {"source": workdir, "step": step, "out": report.out_dir,
             "files": report.weight_files,
-            "parameters": report.num_parameters}
+            "parameters": report.num_parameters,
+            "graph_encoder": report.graph_files}
+  print("graph encoder: " + (
+      f"{', '.join(report.graph_files)} (load with bali_jax.model.graph_io."
+      "load_graph_encoder)" if report.graph_files else
+      "none (graph_encoder=linear has no GNN)"))
   if args.verify:
     back = hf_import.load_pretrained(report.out_dir,
                                      scan_layers=bert_cfg.scan_layers)

@@ -51,6 +51,7 @@ class ExportReport:
   skipped_by_masked_lm: list[str]  # tensors AutoModelForMaskedLM won't use
   fresh_in_automodel: list[str]  # parts AutoModel would initialise fresh
   fresh_in_masked_lm: list[str]
+  graph_files: list[str] = dataclasses.field(default_factory=list)
 
 
 def parse_size(size: str | int) -> int:
@@ -130,7 +131,8 @@ def _write_weights(state, tmp: str, max_bytes: int, progress: bool):
 def export_hf(config: BertConfig, params: dict[str, Any], out_dir: str,
               tokenizer, dtype: str = "float32",
               max_shard_size: str | int = DEFAULT_MAX_SHARD,
-              overwrite: bool = False, progress: bool = True) -> ExportReport:
+              overwrite: bool = False, progress: bool = True,
+              model_cfg=None) -> ExportReport:
   """Writes an HF BERT directory atomically.
 
   Args:
@@ -143,6 +145,8 @@ def export_hf(config: BertConfig, params: dict[str, Any], out_dir: str,
     max_shard_size: shard above this size (HF convention, e.g. "5GB").
     overwrite: replace an existing `out_dir` (only once the new one is done).
     progress: show a progress bar.
+    model_cfg: the run's BaliConfig: with a GNN kind and params["gnn"], the
+      graph encoder is saved beside the BERT (model/graph_io.py).
   """
   out_dir = os.path.abspath(os.fspath(out_dir))
   if os.path.exists(out_dir) and not overwrite:
@@ -163,6 +167,10 @@ def export_hf(config: BertConfig, params: dict[str, Any], out_dir: str,
       json.dump(cfg, f, indent=2)
       f.write("\n")
     save_tokenizer(tokenizer, tmp)
+    graph_files = []
+    if model_cfg is not None:
+      from bali_jax.model.graph_io import save_graph_encoder
+      graph_files = save_graph_encoder(tmp, model_cfg, params.get("gnn"))
     if os.path.exists(out_dir):
       old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-",
                              dir=parent)
@@ -184,4 +192,5 @@ def export_hf(config: BertConfig, params: dict[str, Any], out_dir: str,
       architectures=archs, skipped_by_automodel=head,
       skipped_by_masked_lm=pool,
       fresh_in_automodel=[] if has_pooler else ["bert.pooler.*"],
-      fresh_in_masked_lm=[] if has_head else ["cls.predictions.*"])
+      fresh_in_masked_lm=[] if has_head else ["cls.predictions.*"],
+      graph_files=graph_files)

@@ -4,9 +4,7 @@ kill-and-resume, restore on another mesh, two processes == one."""
 import json
 import logging
 import os
-import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -19,6 +17,7 @@ from bali_jax.train.checkpoint import Checkpointer
 from bali_jax.train.loop import _abstract_state, _global, create_state
 from bali_jax.train.loop import train_and_evaluate
 from bali_jax.train.step import make_optimizer, train_step
+from tests.cli_runs import UNINTERRUPTED, losses, sigterm_after, train_cli
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden",
                       "param_specs_tiny_2x4.json")
@@ -100,59 +99,27 @@ def test_one_compilation_per_run(tiny_dataset, tmp_path):
   assert configs.from_dict(saved) == cfg.replace(data_shards=1)
 
 
-def _train_cli(workdir, data_dir, *overrides, env=None, devices=8,
-               extra=()):
-  env = {**os.environ, **(env or {})}
-  env.pop("XLA_FLAGS", None)
-  cmd = [sys.executable, "-m", "bali_jax", "train", "--config", "tiny",
-         "--workdir", str(workdir), "--num-cpu-devices", str(devices),
-         *extra, f"data_dir={data_dir}", *overrides]
-  return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-
-
-def _losses(workdir):
-  out = {}
-  for line in open(os.path.join(workdir, "metrics.jsonl")):
-    row = json.loads(line)
-    if "loss" in row:
-      out[row["step"]] = (row["loss"], row["mlm_loss"], row["align_loss"])
-  return out
-
-
 def test_kill_and_resume_is_exact_and_restores_on_another_mesh(
-    tiny_dataset, tmp_path):
-  common = ("steps=10", "save_every=100", "mesh_data=2", "mesh_fsdp=4")
-  full = _train_cli(tmp_path / "full", tiny_dataset, *common)
-  out, _ = full.communicate(timeout=600)
-  assert full.returncode == 0, out[-3000:]
+    tiny_dataset, uninterrupted_run, tmp_path):
+  common = UNINTERRUPTED
+  full = uninterrupted_run
   # interrupted run: SIGTERM once step 3 is logged, then resume
   part = tmp_path / "part"
-  proc = _train_cli(part, tiny_dataset, *common, "log_every=1")
-  deadline = time.time() + 600
-  while time.time() < deadline:
-    m = part / "metrics.jsonl"
-    if m.exists() and len(_losses(part)) >= 3:
-      proc.send_signal(signal.SIGTERM)
-      break
-    if proc.poll() is not None:
-      break
-    time.sleep(0.05)
-  out, _ = proc.communicate(timeout=600)
-  assert proc.returncode == 0, out[-3000:]
-  stopped = max(_losses(part))
-  assert "SIGTERM: saved step" in out and stopped < 10, out[-2000:]
-  again = _train_cli(part, tiny_dataset, *common)
+  sigterm_after(train_cli(part, tiny_dataset, *common, "log_every=1"),
+                 part, 3)
+  stopped = max(losses(part))
+  assert stopped < 10
+  again = train_cli(part, tiny_dataset, *common)
   out2, _ = again.communicate(timeout=600)
   assert again.returncode == 0, out2[-3000:]
   assert f"resumed from step {stopped}" in out2
-  assert _losses(part) == _losses(tmp_path / "full")  # exact, step by step
+  assert losses(part) == losses(full)  # exact, step by step
 
   # the final checkpoint restores onto other mesh shapes, bit for bit
-  cfg = configs.load_run_config(str(tmp_path / "full"))
+  cfg = configs.load_run_config(str(full))
   spec = data.load_spec(tiny_dataset)
   tx = make_optimizer(cfg)
-  ckpt = Checkpointer(str(tmp_path / "full" / "checkpoints"))
+  ckpt = Checkpointer(str(full / "checkpoints"))
   restored = []
   for shape in ((2, 4, 1), (8, 1, 1), (1, 1, 1)):
     devs = np.asarray(jax.devices()[:int(np.prod(shape))]).reshape(shape)
@@ -170,9 +137,8 @@ def test_kill_and_resume_is_exact_and_restores_on_another_mesh(
   # the run exports to a directory transformers loads, weights included
   from bali_jax.cli import main
   import transformers
-  hf = tmp_path / "full" / "hf"
-  assert main(["export-hf", "--source", str(tmp_path / "full"), "--out",
-               str(hf)]) == 0
+  hf = tmp_path / "hf"
+  assert main(["export-hf", "--source", str(full), "--out", str(hf)]) == 0
   model, info = transformers.AutoModelForMaskedLM.from_pretrained(
       hf, output_loading_info=True)
   assert not info["missing_keys"] and not info["mismatched_keys"]
@@ -180,6 +146,57 @@ def test_kill_and_resume_is_exact_and_restores_on_another_mesh(
   np.testing.assert_array_equal(
       w, restored[0].params["bert"]["encoder"]["layer_0"]["intermediate"][
           "kernel"].T)
+  # the GNN is saved beside it and rebuilds the same graph encoder
+  from bali_jax.model.graph_io import load_graph_encoder
+  module, gnn, meta = load_graph_encoder(str(hf))
+  d = cfg.model.bert.hidden_size
+  assert meta["graph_encoder"] == "gat" and meta["out_features"] == d
+  jax.tree.map(np.testing.assert_array_equal, gnn,
+               restored[0].params["gnn"])
+  import jraph
+  x = np.random.default_rng(0).standard_normal((1, 4, d)).astype(np.float32)
+  g = jraph.GraphsTuple(nodes=x, edges=None, senders=np.array([[1, 2, 3]]),
+                        receivers=np.array([[0, 0, 0]]),
+                        n_node=np.array([[4]]), n_edge=np.array([[3]]),
+                        globals=None)
+  assert module.apply({"params": gnn}, g, np.array([[0]])).shape == (1, 1, d)
+
+
+def test_linear_kind_trains_compiles_once_resumes_and_exports(
+    tiny_dataset, tmp_path):
+  """graph_encoder=linear with G-MLM and concept-name masking: one
+  compilation, losses fall, SIGTERM + resume reproduce the uninterrupted
+  run, and the export is a plain BERT (no graph encoder file)."""
+  common = ("steps=14", "save_every=100", "graph_encoder=linear",
+            "graph_mlm=true", "concept_name_masking_prob=0.5", "lr_lm=1e-3",
+            "lr_other=1e-3", "log_every=1")
+  full = train_cli(tmp_path / "full", tiny_dataset, *common,
+                    env={"JAX_LOG_COMPILES": "1"})
+  out, _ = full.communicate(timeout=600)
+  assert full.returncode == 0, out[-3000:]
+  assert out.count("Finished XLA compilation of jit(bali_train_step)") == 1
+  want = losses(tmp_path / "full")
+  first = np.mean([want[s][0] for s in (1, 2, 3)])
+  last = np.mean([want[s][0] for s in (12, 13, 14)])
+  assert last < first - 1.0, (first, last)
+  rows = [json.loads(l) for l in open(tmp_path / "full" / "metrics.jsonl")]
+  assert all(r["gmlm_loss"] > 0 for r in rows if "gmlm_loss" in r)
+  part = tmp_path / "part"
+  sigterm_after(train_cli(part, tiny_dataset, *common), part, 4)
+  assert max(losses(part)) < 14
+  again = train_cli(part, tiny_dataset, *common)
+  out2, _ = again.communicate(timeout=600)
+  assert again.returncode == 0, out2[-3000:]
+  assert losses(part) == want
+  from bali_jax.cli import main
+  import transformers
+  hf = tmp_path / "hf"
+  assert main(["export-hf", "--source", str(tmp_path / "full"), "--out",
+               str(hf)]) == 0
+  model, info = transformers.AutoModel.from_pretrained(
+      hf, output_loading_info=True)
+  assert not info["missing_keys"]
+  assert not (hf / "graph_encoder.safetensors").exists()
 
 
 def test_two_processes_match_one_and_resume_elastically(tiny_dataset,
@@ -189,12 +206,12 @@ def test_two_processes_match_one_and_resume_elastically(tiny_dataset,
   global; data_shards is taken from the saved run) with the losses of the
   uninterrupted run."""
   common = ("save_every=100", "eval_batches=1")
-  single = _train_cli(tmp_path / "one", tiny_dataset, "steps=3",
+  single = train_cli(tmp_path / "one", tiny_dataset, "steps=3",
                       "data_shards=2", *common, devices=4)
   out, _ = single.communicate(timeout=600)
   assert single.returncode == 0, out[-3000:]
   port = 20000 + os.getpid() % 20000
-  procs = [_train_cli(tmp_path / "two", tiny_dataset, "steps=3",
+  procs = [train_cli(tmp_path / "two", tiny_dataset, "steps=3",
                       "save_every=2", "eval_batches=1", devices=2,
                       extra=("--num-processes", "2", "--process-id", str(i),
                              "--coordinator", f"127.0.0.1:{port}"))
@@ -205,17 +222,17 @@ def test_two_processes_match_one_and_resume_elastically(tiny_dataset,
   assert "2 process(es), 4 devices" in outs[0]
   assert json.load(open(tmp_path / "two" / "config.json"))[
       "data_shards"] == 2  # one per process, resolved and saved
-  two = _losses(tmp_path / "two")
+  two = losses(tmp_path / "two")
   # the 2-process run "dies" after its step-2 checkpoint; it resumes in one
   # process with 4 devices and recomputes step 3
   import shutil
   shutil.rmtree(tmp_path / "two" / "checkpoints" / "3")
-  resume = _train_cli(tmp_path / "two", tiny_dataset, "steps=3",
+  resume = train_cli(tmp_path / "two", tiny_dataset, "steps=3",
                       "save_every=2", "eval_batches=1", devices=4)
   out, _ = resume.communicate(timeout=600)
   assert resume.returncode == 0, out[-3000:]
   assert "resumed from step 2" in out and "1 process(es), 4 devices" in out
-  one, resumed = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+  one, resumed = losses(tmp_path / "one"), losses(tmp_path / "two")
   assert sorted(one) == sorted(two) == sorted(resumed) == [1, 2, 3]
   for s in one:
     np.testing.assert_allclose(one[s], two[s], rtol=1e-5)
@@ -238,6 +255,26 @@ def test_config_errors_fail_before_compiling(tiny_dataset):
                                     "bert.dtype=bfloat16", "lr_lm=3e-5"])
   assert (c.steps, c.model.gnn.heads, c.model.bert.dtype, c.lr_lm) == (
       7, 4, "bfloat16", 3e-5)
+  # graph kinds and what the records must carry for them
+  lin = configs.apply_overrides(cfg, ["graph_encoder=linear",
+                                      "graph_mlm=true"])
+  assert lin.model.graph_encoder == "linear" and lin.model.graph_mlm
+  configs.validate(lin, 8, spec)
+  no_lin = {**spec, "budgets": {**spec["budgets"], "lin_rows": 0}}
+  with pytest.raises(ValueError, match="no linearised-subgraph rows"):
+    configs.validate(lin, 8, no_lin)
+  legacy = {**spec, "budgets": {k: v for k, v in spec["budgets"].items()
+                                if k not in ("lin_rows", "lin_len",
+                                             "max_lin_tokens",
+                                             "masked_variants")}}
+  configs.validate(cfg, 8, legacy)  # older datasets still train the GNN
+  with pytest.raises(ValueError, match="built before records carried the "
+                     "masked name variants"):
+    configs.validate(cfg.replace(concept_name_masking_prob=0.15), 8, legacy)
+  with pytest.raises(ValueError, match="graph_mlm needs graph_encoder=linear"):
+    configs.apply_overrides(cfg, ["graph_mlm=true"])
+  with pytest.raises(ValueError, match="graph_encoder 'gatv2'"):
+    configs.apply_overrides(cfg, ["graph_encoder=gatv2"])
 
 
 def test_batch_in_sentences_becomes_rows(tiny_dataset):
@@ -380,7 +417,7 @@ def test_accumulation_equals_one_big_batch(tiny_dataset):
   (float32), alignment and T-TCL included; a mean of per-micro-batch
   losses (fewer negatives, MLM a mean of means) does not."""
   import flax.linen as nn
-  from bali_jax.model.bali import BaliModel, objective
+  from bali_jax.model.bali import BaliModel
   from bali_jax.train.step import (_corrupt, _grads_accumulated,
                                    _grads_one_batch, init_state)
   off = {"bert.hidden_dropout_prob": 0, "bert.attention_probs_dropout_prob":
@@ -423,6 +460,42 @@ def test_accumulation_equals_one_big_batch(tiny_dataset):
                            jax.tree.map(lambda x: x[i], micro))["loss"])
          for i in range(4)]
   assert abs(np.mean(per) - float(m1["loss"])) > 1e-3
+
+
+def test_accumulation_equals_one_big_batch_linear_kind(tiny_dataset):
+  """The same for graph_encoder=linear with G-MLM and concept-name masking:
+  losses and gradients of 4 micro-batches equal one batch (1e-5)."""
+  import flax.linen as nn
+  from bali_jax.model.bali import BaliModel
+  from bali_jax.train.step import (_corrupt, _grads_accumulated,
+                                   _grads_one_batch, init_state)
+  cfg = _cfg(tiny_dataset, grad_accum_steps=4, graph_encoder="linear",
+             graph_mlm="true", concept_name_masking_prob=0.5,
+             **{"bert.hidden_dropout_prob": 0,
+                "bert.attention_probs_dropout_prob": 0})
+  spec = data.load_spec(tiny_dataset)
+  pipe = data.InputPipeline(tiny_dataset, spec, cfg, 0, 1)
+  _, batch = next(pipe.train_batches(0))
+  assert "lin_ids" in batch and "name_ids" not in batch
+  b = _corrupt(cfg, spec, batch, jax.random.key(3))
+  assert int(b["lin_mlm_weights"].sum()) > 0
+  params = nn.meta.unbox(init_state(cfg, jax.random.key(0), b,
+                                    make_optimizer(cfg)).params)
+  assert "gnn" not in params
+  model = BaliModel(cfg.model)
+  r = jax.random.key(4)
+  g1, m1 = jax.jit(lambda p: _grads_one_batch(model, p, b, r))(params)
+  g4, m4 = jax.jit(lambda p: _grads_accumulated(model, cfg, p, b, r,
+                                                4))(params)
+  for k in ("loss", "mlm_loss", "align_loss", "gmlm_loss"):
+    np.testing.assert_allclose(float(m4[k]), float(m1[k]), rtol=1e-5,
+                               err_msg=k)
+  assert float(m1["gmlm_loss"]) > 0
+  top = max(float(np.max(np.abs(x))) for x in jax.tree.leaves(g1))
+  errs = jax.tree.leaves(jax.tree.map(
+      lambda a, b_: float(np.max(np.abs(np.asarray(a) - np.asarray(b_))))
+      / max(float(np.max(np.abs(np.asarray(b_)))), 1e-3 * top), g4, g1))
+  assert max(errs) < 1e-5
 
 
 def test_gradient_accumulation_and_bfloat16_step(tiny_dataset):

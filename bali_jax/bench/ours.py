@@ -177,11 +177,11 @@ def phase_times(ours: OurStep, repeats: int = 3) -> dict:
   return {k: round(v, 5) for k, v in out.items()}
 
 
-def batch_counts(local_batches: list[dict]) -> dict:
+def batch_counts(local_batches: list[dict], linear: bool = False) -> dict:
   """Real work per batch (means): sentences, entities, tokens (name tokens:
   the graph side's, linearised subgraphs for the linear kind)."""
   f = lambda key, fn: float(np.mean([fn(b[key]) for b in local_batches]))
-  names = "lin" if "lin_ids" in local_batches[0] else "name"
+  names = "lin" if linear else "name"
   return {
       "rows": int(local_batches[0]["input_ids"].shape[0]),
       "sentences": f("num_sentences", np.sum),

@@ -153,7 +153,7 @@ def run_bench(args) -> dict:
     ours_t += ours.run(per_round)
     if torch_step is not None:
       torch_t += torch_step.run(per_round)
-  counts = batch_counts(batches)
+  counts = batch_counts(batches, cfg.model.graph_encoder == "linear")
   real = float(np.mean([m["real_flops"] for m in ours.last_metrics]))
   padded_by_phase = flops_lib.padded_flops(cfg, spec["budgets"],
                                            cfg.batch_size)
@@ -247,8 +247,9 @@ def to_table(r: dict) -> str:
       f"peak {r['peak_tflops_per_device'] * r['device']['count']:.4g} "
       f"TFLOP/s ({r['peak_source']}).",
       f"padding: sentence tokens "
-      f"{1 - b['sentence_tokens'] / b['padded_sentence_tokens']:.1%}, name "
-      f"tokens {1 - b['name_tokens'] / b['padded_name_tokens']:.1%}; "
+      f"{1 - b['sentence_tokens'] / b['padded_sentence_tokens']:.1%}, "
+      f"graph-side tokens (names, or linearised subgraphs) "
+      f"{1 - b['name_tokens'] / b['padded_name_tokens']:.1%}; "
       f"padded-token MFU {t.get('mfu_padded', 0):.1%}.",
   ]
   if "ratio_ours_over_torch" in r:

@@ -29,7 +29,7 @@ def _encoder(bc, tokens, pairs):
   return bc.num_hidden_layers * (tokens * per_token + pairs * 4 * d)
 
 
-def _graph_rows(cfg):
+def graph_rows(cfg):
   """The rows the BERT reads on the graph side: concept names (GNN kinds)
   or linearised subgraphs (linear)."""
   if cfg.model.graph_encoder == "linear":
@@ -71,7 +71,7 @@ def mlm_slots(cfg, seq_len: int) -> int:
 def padded_flops(cfg, budgets: dict, rows: int) -> dict:
   """What the compiled step computes for `rows` rows of these budgets."""
   b = budgets
-  n_rows, n_len, _ = _graph_rows(cfg)
+  n_rows, n_len, _ = graph_rows(cfg)
   name_rows = rows * b[n_rows]
   gmlm = (name_rows * mlm_slots(cfg, b[n_len])
           if cfg.model.graph_mlm else 0)
@@ -98,7 +98,7 @@ def real_counts(cfg, batch: dict, mlm_tokens) -> dict:
   or, for the linear kind, the linearised subgraphs (then G-MLM's selected
   tokens join `mlm_tokens`)."""
   f32 = jnp.float32
-  seg, nseg = batch["segment_ids"], batch[_graph_rows(cfg)[2]]
+  seg, nseg = batch["segment_ids"], batch[graph_rows(cfg)[2]]
   if "lin_mlm_weights" in batch:
     mlm_tokens = mlm_tokens + jnp.sum(batch["lin_mlm_weights"], dtype=f32)
   return dict(

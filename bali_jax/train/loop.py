@@ -25,6 +25,7 @@ from tqdm import tqdm
 import bali_jax
 from bali_jax import configs, storage
 from bali_jax.train import input_pipeline as data
+from bali_jax.train import flops as flops_lib
 from bali_jax.train import metrics as metrics_lib, peak as peak_lib
 from bali_jax.train import sharding
 from bali_jax.train.checkpoint import Checkpointer
@@ -286,7 +287,8 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step",
              disable=not lead, file=sys.stderr)
   b = spec["budgets"]
-  padded = cfg.batch_size * (b["seq_len"] + b["name_rows"] * b["name_len"])
+  g_rows, g_len, _ = flops_lib.graph_rows(cfg)  # names, or linear rows
+  padded = cfg.batch_size * (b["seq_len"] + b[g_rows] * b[g_len])
   n_dev = jax.device_count()
   clock = {"t": time.time()}
   last = {}
