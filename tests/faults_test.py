@@ -1,11 +1,13 @@
-"""Faults a long run meets: non-finite steps, a resume with another config,
-truncated or cut record files."""
+"""Faults a long run meets: SIGKILL anywhere (inside a checkpoint save
+too), non-finite steps, a resume with another config, truncated or cut
+record files."""
 
 import dataclasses
 import glob
 import json
 import os
 import shutil
+import time
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,7 @@ from bali_jax.train.checkpoint import Checkpointer
 from bali_jax.train.loop import (BadStepsError, _global, create_state,
                                  train_and_evaluate)
 from bali_jax.train.step import make_optimizer, train_step
+from tests.cli_runs import UNINTERRUPTED, losses, train_cli
 
 
 def _cfg(data_dir, **kw):
@@ -170,3 +173,69 @@ def test_a_file_cut_at_a_record_boundary_is_no_silent_short_epoch(
     _read_all(d, spec)
   assert f"{keep} records where the dataset info says {len(records)}" in \
       str(e.value)
+
+
+def test_resumed_log_keeps_the_steps_of_its_checkpoint(tmp_path):
+  """A run resumed from step 3 logs steps 4.. again: the log keeps steps
+  <= 3, drops the rest and a line a kill cut in half."""
+  from bali_jax.train.metrics import MetricsWriter
+  path = tmp_path / "metrics.jsonl"
+  lines = [json.dumps({"step": s, "loss": float(s)}) + "\n"
+           for s in range(1, 6)]
+  path.write_text("".join(lines) + '{"step": 6, "lo')
+  w = MetricsWriter(str(tmp_path), True, start=3)
+  w.write(4, {"loss": 40.0})
+  w.close()
+  rows = [json.loads(l) for l in open(path)]
+  assert [(r["step"], r["loss"]) for r in rows] == [
+      (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
+
+
+def test_sigkill_anywhere_resumes_exactly(tiny_dataset, uninterrupted_run,
+                                         tmp_path):
+  """SIGKILL (no handler runs) at three points of one run: after a random
+  number of steps, inside an async checkpoint save (a temporary Orbax
+  directory exists), and at a random moment after start. Each restart
+  resumes from the last committed checkpoint; the log and the per-step
+  losses end up equal to an uninterrupted run's."""
+  common = UNINTERRUPTED + ("save_every=2",)  # cadence may change
+  want = losses(uninterrupted_run)
+  assert sorted(want) == list(range(1, 11))
+  part = tmp_path / "part"
+  ckpts = part / "checkpoints"
+  rng = np.random.default_rng(0)
+  # the first kill comes after a committed checkpoint (saves are async)
+  kills = [("steps", int(rng.integers(5, 7))), ("save", None),
+           ("seconds", float(rng.uniform(2.0, 12.0)))]
+  seen, outs = [], []
+  for kind, at in kills:
+    proc = train_cli(part, tiny_dataset, *common)
+    t0, base = time.time(), max(losses(part), default=0)
+    tmp = lambda: {n for n in (os.listdir(ckpts) if ckpts.exists() else [])
+                   if ".orbax-checkpoint-tmp" in n}
+    left = tmp()  # a killed save may leave its temporary directory
+    while proc.poll() is None and time.time() - t0 < 600:
+      if kind == "steps":
+        hit = max(losses(part), default=0) >= base + at
+      elif kind == "save":
+        hit = bool(tmp() - left)  # this run is writing a checkpoint
+      else:
+        hit = time.time() - t0 >= at
+      if hit:
+        proc.kill()  # SIGKILL
+        seen.append(kind)
+        break
+      time.sleep(0.002)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode in (-9, 0), out[-3000:]
+    outs.append(out)
+  assert seen[:2] == ["steps", "save"], seen  # the save kill happened
+  assert "resumed from step" in outs[1]
+  last = train_cli(part, tiny_dataset, *common)
+  out, _ = last.communicate(timeout=600)
+  assert last.returncode == 0, out[-3000:]
+  assert losses(part) == want
+  lines = [json.loads(l) for l in open(part / "metrics.jsonl")]
+  steps = [l["step"] for l in lines if "loss" in l]
+  assert steps == sorted(set(steps))  # no step logged twice
+  assert Checkpointer(str(ckpts)).latest_step() == 10

@@ -281,7 +281,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   if cfg.el_eval_every:
     from bali_jax.eval.in_training import LinkingEval
     linking = LinkingEval(cfg, spec, data_tokenizer(cfg, spec))
-  writer = metrics_lib.MetricsWriter(workdir, lead)
+  writer = metrics_lib.MetricsWriter(workdir, lead, start=start)
   preempt = _Preemption()
   position = lambda s: list(pipe.position(s))
   bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step",

@@ -27,6 +27,22 @@ def padded_train_flops(cfg, spec) -> float:
   return _sum(flops.padded_flops(cfg, spec["budgets"], cfg.batch_size))
 
 
+def _kept_lines(path: str, start: int) -> list[str] | None:
+  """The log lines of steps <= start (whole JSON lines only); None when
+  there is no log yet."""
+  if not storage.exists(path):
+    return None
+  kept = []
+  for line in storage.read_text(path).splitlines(keepends=True):
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue  # cut by a kill
+    if line.endswith("\n") and row.get("step", 0) <= start:
+      kept.append(line)
+  return kept
+
+
 class MetricsWriter:
   """metrics.jsonl and TensorBoard events of the run (process 0 only).
 
@@ -34,9 +50,15 @@ class MetricsWriter:
   cannot append: for a gs:// workdir the lines are kept and the whole file
   is rewritten, and the events are written locally and copied, at most
   every `flush_every_s` seconds and at close (a killed run loses at most
-  that much of its log, never its checkpoints)."""
+  that much of its log, never its checkpoints).
 
-  def __init__(self, workdir: str, enabled: bool, flush_every_s: float = 60):
+  On a resume from step `start`, the log keeps the lines of steps up to
+  `start` only: a run killed after its last checkpoint logged steps it will
+  now run again, and a SIGKILL may have cut the last line in half; the
+  resumed log reads like the uninterrupted one."""
+
+  def __init__(self, workdir: str, enabled: bool, flush_every_s: float = 60,
+               start: int = 0):
     self.enabled = enabled
     self.remote = storage.is_url(workdir)
     self.path = storage.join(workdir, "metrics.jsonl")
@@ -47,13 +69,15 @@ class MetricsWriter:
     if not enabled:
       return
     from tensorboardX import SummaryWriter
+    kept = _kept_lines(self.path, start)
     if self.remote:
-      self.lines = (storage.read_text(self.path).splitlines(keepends=True)
-                    if storage.exists(self.path) else [])
+      self.lines = kept
       self._tb_local = tempfile.mkdtemp(prefix="bali-tb-")
       self.tb = SummaryWriter(self._tb_local)
     else:
       storage.makedirs(workdir)
+      if kept is not None:
+        storage.write_text(self.path, "".join(kept))
       self.jsonl = storage.open_file(self.path, "a")  # local: append
       self.tb = SummaryWriter(self.tb_dir)
 
