@@ -194,6 +194,14 @@ def test_concept_name_masking_as_the_authors(tiny_dataset):
   assert 0.35 < np.mean(fired) < 0.65, np.mean(fired)
 
 
+def test_name_masking_without_the_variants_is_an_error():
+  """A batch without the masked variants (old records, or a pipeline made
+  for a run without masking) never silently trains unmasked."""
+  import pytest
+  with pytest.raises(ValueError, match="masked variants"):
+    _run(_batch(), 0, name_masking_prob=0.15)
+
+
 def test_graph_mlm_selects_real_non_special_linear_tokens(tiny_dataset):
   spec, bt = _records(tiny_dataset)
   out = _corrupt_records(spec, bt, 3, 0.0, gmlm=9)

@@ -127,6 +127,11 @@ def _mask_names(batch, fire):
   """Concept-name masking of the sentences that drew it (fire: (B, L+1)
   per segment id): their targets' names, and linearised subgraphs, take
   the record's masked variants."""
+  if "masked_name_ids" not in batch and "masked_lin_ids" not in batch:
+    raise ValueError("concept-name masking needs the records' masked "
+                     "variants (masked_name_* / masked_lin_*); this batch "
+                     "has none (dataset built before them, or an input "
+                     "pipeline made for a run without masking)")
   out = {}
   emask = batch["entity_mask"] > 0
   ent_fire = emask & jnp.take_along_axis(fire, batch["entity_segment"],
