@@ -27,9 +27,9 @@ def padded_train_flops(cfg, spec) -> float:
   return _sum(flops.padded_flops(cfg, spec["budgets"], cfg.batch_size))
 
 
-def _kept_lines(path: str, start: int) -> list[str] | None:
-  """The log lines of steps <= start (whole JSON lines only); None when
-  there is no log yet."""
+def _kept_lines(path: str, start: int | None) -> list[str] | None:
+  """The whole JSON lines of the log, of steps <= start if given; None
+  when there is no log yet."""
   if not storage.exists(path):
     return None
   kept = []
@@ -38,7 +38,8 @@ def _kept_lines(path: str, start: int) -> list[str] | None:
       row = json.loads(line)
     except ValueError:
       continue  # cut by a kill
-    if line.endswith("\n") and row.get("step", 0) <= start:
+    if line.endswith("\n") and (start is None
+                                 or row.get("step", 0) <= start):
       kept.append(line)
   return kept
 
@@ -52,13 +53,14 @@ class MetricsWriter:
   every `flush_every_s` seconds and at close (a killed run loses at most
   that much of its log, never its checkpoints).
 
-  On a resume from step `start`, the log keeps the lines of steps up to
-  `start` only: a run killed after its last checkpoint logged steps it will
-  now run again, and a SIGKILL may have cut the last line in half; the
-  resumed log reads like the uninterrupted one."""
+  Given `start` (the step the run starts or resumes from; the loop always
+  gives it), the log keeps the lines of steps up to `start` only: a run
+  killed after its last checkpoint logged steps it will now run again, and
+  a SIGKILL may have cut the last line in half; the resumed log reads like
+  the uninterrupted one. Without it every whole line is kept."""
 
   def __init__(self, workdir: str, enabled: bool, flush_every_s: float = 60,
-               start: int = 0):
+               start: int | None = None):
     self.enabled = enabled
     self.remote = storage.is_url(workdir)
     self.path = storage.join(workdir, "metrics.jsonl")
@@ -71,7 +73,7 @@ class MetricsWriter:
     from tensorboardX import SummaryWriter
     kept = _kept_lines(self.path, start)
     if self.remote:
-      self.lines = kept
+      self.lines = kept or []
       self._tb_local = tempfile.mkdtemp(prefix="bali-tb-")
       self.tb = SummaryWriter(self._tb_local)
     else:
