@@ -34,24 +34,17 @@ CONFIG = "graph_encoder_config.json"
 FORMAT = "bali_jax.graph_encoder/1"
 
 
-def _flat(tree, prefix=()):
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      yield from _flat(v, prefix + (k,))
-    else:
-      yield "/".join(prefix + (k,)), v
-
-
 def save_graph_encoder(out_dir: str, model_cfg, gnn_params) -> list[str]:
   """Writes the two files for a GNN kind; returns their names ([] for the
   linear kind, which has no GNN)."""
   from safetensors.numpy import save_file
+  from bali_jax.hf_mapping import flatten
   if model_cfg.graph_encoder == "linear" or gnn_params is None:
     return []
   import flax.linen as nn
   params = nn.meta.unbox(gnn_params)
-  tensors = {k: np.ascontiguousarray(np.asarray(v, np.float32))
-             for k, v in _flat(params)}
+  tensors = {"/".join(k): np.ascontiguousarray(np.asarray(v, np.float32))
+             for k, v in flatten(params).items()}
   save_file(tensors, os.path.join(out_dir, WEIGHTS),
             metadata={"format": FORMAT})
   bc = model_cfg.bert
@@ -76,6 +69,7 @@ def load_graph_encoder(export_dir: str):
   """(GraphEncoder module, params, config dict) from an export directory;
   apply as `module.apply({"params": params}, graph, targets)`."""
   from safetensors.numpy import load_file
+  from bali_jax.hf_mapping import unflatten
   from bali_jax.model.gat import GnnConfig, GraphEncoder
   cfg_path = os.path.join(export_dir, CONFIG)
   if not os.path.exists(cfg_path):
@@ -89,11 +83,6 @@ def load_graph_encoder(export_dir: str):
                      f"{FORMAT}")
   module = GraphEncoder(GnnConfig(**meta["gnn"]), meta["out_features"],
                         meta["layer_norm_eps"], kind=meta["graph_encoder"])
-  params: dict = {}
-  for name, x in load_file(os.path.join(export_dir, WEIGHTS)).items():
-    node = params
-    *path, leaf = name.split("/")
-    for p in path:
-      node = node.setdefault(p, {})
-    node[leaf] = x
+  params = unflatten({tuple(name.split("/")): x for name, x in
+                      load_file(os.path.join(export_dir, WEIGHTS)).items()})
   return module, params, meta
