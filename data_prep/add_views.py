@@ -67,7 +67,7 @@ def add_views(data_dir: str, views: int) -> dict:
                         spec.get("linear_format") or "v1")
   gen = view_rows(sentences, kg, names, budgets, spec["seed"],
                   spec.get("packing_order", "shuffled"),
-                  spec.get("open_rows", 1), lin)
+                  spec.get("open_rows", 1), lin, spec.get("pack_chunk", 0))
   version_dir = os.path.join(data_dir, spec["tfds_dir"])
   with open(os.path.join(version_dir, "dataset_info.json")) as f:
     info = json.load(f)

@@ -51,6 +51,7 @@ from data_prep.linearize import FORMATS, Linearizer
 from data_prep.views import ORDERS, size_rows, view_rows
 
 DATASET_NAME = "bali_records"
+RUNNERS = ("local", "direct", "dataflow", "flink", "spark")
 SPEC_FILE = "bali_dataset.json"
 
 
@@ -73,11 +74,22 @@ class BuildOptions:
   size_lin_rows: bool = False
   # linearised subgraphs (budgets.lin_rows > 0): the authors' format
   linear_format: str = "v1"
+  # sentences per packing chunk (views.ViewRows; 0 = a view is one chunk):
+  # the unit of work the Beam path distributes
+  pack_chunk: int = 16384
+  # "local" (process pool) or a Beam runner (data_prep.beam_build)
+  runner: str = "local"
+  beam_options: str = ""  # pass-through pipeline options, "k=v,k=v"
+  beam_temp: str | None = None  # where Beam workers exchange files
 
   def __post_init__(self):
     if self.packing_order not in ORDERS:
       raise ValueError(f"packing_order {self.packing_order!r}; expected "
                        f"{ORDERS}")
+    if self.pack_chunk < 0:
+      raise ValueError(f"pack_chunk must be >= 0, got {self.pack_chunk}")
+    if self.runner not in RUNNERS:
+      raise ValueError(f"runner {self.runner!r}; expected {RUNNERS}")
     if self.linear_format not in FORMATS:
       raise ValueError(f"linear_format {self.linear_format!r}; expected "
                        f"{FORMATS}")
@@ -127,15 +139,67 @@ def _process(doc):
   return doc.doc_id, out, bad, stats
 
 
+SPLITS = ("train", "validation", "test")
+
+
+class CorpusTally:
+  """Per-split counts, concepts and link statistics of tokenized documents,
+  and the sentences written to per-split JSON lines: what the local loop
+  and each Beam shard keep, merged in document order."""
+
+  def __init__(self, files: dict | None = None):
+    self.files = files  # split -> writable text file (None: count only)
+    self.counts = {s: {"documents": 0, "sentences": 0, "mentions": 0,
+                       "entities": 0, "token_links": 0} for s in SPLITS}
+    self.concepts = {s: set() for s in SPLITS}
+    self.link_stats = LinkStats()
+    self.docs_seen = 0
+
+  def add(self, result, o: BuildOptions, bad: BadRecords) -> None:
+    """One `_process` result: counts it and writes its sentences."""
+    doc_id, sents, doc_bad, stats = result
+    self.docs_seen += 1
+    bad.merge(doc_bad)
+    self.link_stats.merge(stats)
+    if not sents:
+      return
+    split = split_of(doc_id, o)
+    c = self.counts[split]
+    c["documents"] += 1
+    c["sentences"] += len(sents)
+    for s in sents:
+      c["mentions"] += len(s["mentions"])
+      c["entities"] += len(s["concepts"])
+      c["token_links"] += len(s["links"])
+      self.concepts[split].update(s["concepts"])
+      self.files[split].write(json.dumps(s, separators=(",", ":")) + "\n")
+
+  def merge(self, o: "CorpusTally") -> None:
+    for split in SPLITS:
+      for k, v in o.counts[split].items():
+        self.counts[split][k] += v
+      self.concepts[split] |= o.concepts[split]
+    self.link_stats.merge(o.link_stats)
+    self.docs_seen += o.docs_seen
+
+  def result(self):
+    """(counts with distinct concepts, link stats, documents read)."""
+    for split, c in self.concepts.items():
+      self.counts[split]["distinct_concepts"] = len(c)
+    return self.counts, self.link_stats, self.docs_seen
+
+  def __getstate__(self):  # a shard's tally travels without its files
+    return {**self.__dict__, "files": None}
+
+
 def _tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad):
   """Streams documents through the workers into per-split JSON lines."""
+  if o.runner != "local":
+    from data_prep.beam_build import tokenize_corpus
+    return tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad)
   files = {s: open(os.path.join(tmp, f"sentences_{s}.jsonl"), "w")
-           for s in ("train", "validation", "test")}
-  counts = {s: {"documents": 0, "sentences": 0, "mentions": 0,
-                "entities": 0, "token_links": 0} for s in files}
-  concepts = {s: set() for s in files}
-  link_stats = LinkStats()
-  docs_seen = 0
+           for s in SPLITS}
+  tally = CorpusTally(files)
   args = (kg, tokenizer, linker, o.budgets.seq_len, bad.skip)
   pool = None
   try:
@@ -146,31 +210,15 @@ def _tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad):
     else:
       _init_worker(*args)
       results = map(_process, documents)
-    for doc_id, sents, doc_bad, stats in tqdm(results, desc="documents",
-                                              unit="doc"):
-      docs_seen += 1
-      bad.merge(doc_bad)
-      link_stats.merge(stats)
-      if not sents:
-        continue
-      split = split_of(doc_id, o)
-      counts[split]["documents"] += 1
-      counts[split]["sentences"] += len(sents)
-      for s in sents:
-        counts[split]["mentions"] += len(s["mentions"])
-        counts[split]["entities"] += len(s["concepts"])
-        counts[split]["token_links"] += len(s["links"])
-        concepts[split].update(s["concepts"])
-        files[split].write(json.dumps(s, separators=(",", ":")) + "\n")
+    for result in tqdm(results, desc="documents", unit="doc"):
+      tally.add(result, o, bad)
   finally:
     if pool is not None:
       pool.terminate()
       pool.join()
     for f in files.values():
       f.close()
-  for split, c in concepts.items():
-    counts[split]["distinct_concepts"] = len(c)
-  return counts, link_stats, docs_seen
+  return tally.result()
 
 
 def _write_test_mentions(tmp: str) -> None:
@@ -234,7 +282,12 @@ def _build_local(documents, kg, tokenizer, out_dir, o, bad, linker, extra):
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-",
                          dir=parent)
+  beam, user_temp = None, o.beam_temp
   try:
+    if o.runner != "local":
+      from data_prep import beam_build
+      o = dataclasses.replace(o, beam_temp=beam_build.temp_dir(o, tmp))
+      beam = beam_build.BeamPacking(o)
     counts, link_stats, docs_seen = _tokenize_corpus(
         documents, kg, tokenizer, linker, o, tmp, bad)
     if counts["train"]["sentences"] == 0:
@@ -263,19 +316,26 @@ def _build_local(documents, kg, tokenizer, out_dir, o, bad, linker, extra):
               "sentence token)")
       o = dataclasses.replace(o, budgets=b)
     gens = {}
-    for split in ("train", "validation", "test"):
+    for split in SPLITS:
       if counts[split]["sentences"] == 0:
         continue  # tfds cannot write an empty split; the card shows 0
       views = o.views if split == "train" else 1
       g = view_rows(os.path.join(tmp, f"sentences_{split}.jsonl"), kg, names,
-                    o.budgets, o.seed, o.packing_order, o.open_rows, lin)
+                    o.budgets, o.seed, o.packing_order, o.open_rows, lin,
+                    o.pack_chunk)
       for v in range(views):
         name = f"train_view{v}" if split == "train" else split
         gens[name] = (g, v)
+    if beam is not None:
+      beam.o = o  # the budgets as sized
     builder = BaliRecords(gens=gens, budgets=o.budgets,
                           data_dir=os.path.join(tmp, "tfds"),
-                          file_format=o.file_format)
+                          file_format=o.file_format, beam=beam)
     prepare(builder)
+    if beam is not None:
+      beam.collect_stats(gens)
+      beam_build.remove_temp(o.beam_temp)
+      o = dataclasses.replace(o, beam_temp=user_temp)  # for the card
     # the tfds dir keeps its layout; move it to the top of the output
     src = os.path.join(tmp, "tfds", DATASET_NAME)
     os.rename(src, os.path.join(tmp, DATASET_NAME))
@@ -292,6 +352,7 @@ def _build_local(documents, kg, tokenizer, out_dir, o, bad, linker, extra):
         "tfds_dir": f"{DATASET_NAME}/{builder.VERSION}",
         "budgets": o.budgets.to_dict(), "views": o.views, "seed": o.seed,
         "packing_order": o.packing_order, "open_rows": o.open_rows,
+        "pack_chunk": o.pack_chunk,
         "name_rows_sizing": sizing,
         "linear_format": o.linear_format if o.budgets.lin_rows else None,
         "splits": {k: pack[k]["rows"] for k in pack},
@@ -319,6 +380,8 @@ def _build_local(documents, kg, tokenizer, out_dir, o, bad, linker, extra):
       raise FileExistsError(f"{out_dir} appeared while building")
     os.rename(tmp, out_dir)
   except BaseException:
+    if beam is not None:
+      beam_build.remove_temp(o.beam_temp)
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return data_card

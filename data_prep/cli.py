@@ -10,7 +10,8 @@
 
 Common options: --tokenizer (HF dir or `starter`), --views, --seed,
 --budgets default|tiny, --workers, --on-bad-record error|skip,
---packing-order shuffled|document.
+--packing-order shuffled|document, --runner local|direct|dataflow|flink|spark
+(Apache Beam; --beam-options k=v,... --beam-temp DIR), --pack-chunk N.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ def _options(args):
                       test_percent=args.test_percent, workers=args.workers,
                       file_format=args.file_format,
                       heldout_synonyms=args.heldout_synonyms,
-                      packing_order=args.packing_order)
+                      packing_order=args.packing_order,
+                      pack_chunk=args.pack_chunk, runner=args.runner,
+                      beam_options=args.beam_options,
+                      beam_temp=args.beam_temp)
 
 
 def _tokenizer(name):
@@ -209,6 +213,23 @@ def _common(p):
                  default="error")
   p.add_argument("--file-format", choices=("tfrecord", "array_record"),
                  default="tfrecord")
+  p.add_argument("--runner", default="local",
+                 choices=("local", "direct", "dataflow", "flink", "spark"),
+                 help="local: this machine's process pool (default, fastest "
+                 "on small inputs); or an Apache Beam runner: tokenizing, "
+                 "views and packing run as Beam pipelines (direct uses "
+                 "--workers processes) and write the same records")
+  p.add_argument("--beam-options", default="",
+                 help="Beam pipeline options passed through, "
+                 "comma-separated key=value (e.g. project=P,region=R,"
+                 "temp_location=gs://B/tmp,sdk_container_image=IMAGE)")
+  p.add_argument("--beam-temp", default=None,
+                 help="directory every Beam worker can read and write "
+                 "(gs://... on a cluster; default: beside the output)")
+  p.add_argument("--pack-chunk", type=int, default=16384,
+                 help="sentences per packing chunk: each chunk of a view's "
+                 "order is packed on its own (the unit Beam distributes); "
+                 "0 packs a view as one chunk")
   p.add_argument("--heldout-synonyms", type=float, default=0.1,
                  help="fraction of synonyms reserved (seeded, at most one "
                  "per concept) as zero-shot evaluation queries; they never "
@@ -257,7 +278,13 @@ def build_parser():
 
 def main(argv=None) -> int:
   from data_prep.errors import BadInputError
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if getattr(args, "runner", "local") not in ("local", "direct") and \
+      not args.beam_temp:
+    parser.error(f"--runner {args.runner} needs --beam-temp: a directory "
+                 "every Beam worker and this driver can read and write "
+                 "(e.g. gs://BUCKET/tmp)")
   try:
     return args.func(args)
   except (BadInputError, FileExistsError, FileNotFoundError) as e:

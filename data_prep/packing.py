@@ -63,6 +63,18 @@ class PackStats:
   doc_codes: list = dataclasses.field(default_factory=list)  # per sentence
   row_sizes: list = dataclasses.field(default_factory=list)  # in row order
 
+  def merge(self, o: "PackStats") -> None:
+    """Adds the statistics of the rows packed after these (the next chunk
+    of a view)."""
+    for f in dataclasses.fields(self):
+      a, b = getattr(self, f.name), getattr(o, f.name)
+      if isinstance(a, collections.Counter):
+        a.update(b)
+      elif isinstance(a, list):
+        a.extend(b)
+      else:
+        setattr(self, f.name, a + b)
+
   def to_dict(self, b: Budgets) -> dict:
     r = max(self.rows, 1)
     return {

@@ -24,9 +24,10 @@ class BaliRecords(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First schema (bali_jax.features)."}
 
-  def __init__(self, *, gens: dict, budgets: Budgets, **kwargs):
+  def __init__(self, *, gens: dict, budgets: Budgets, beam=None, **kwargs):
     self._gens = gens
     self._budgets = budgets
+    self._beam = beam  # data_prep.beam_build.BeamPacking, or None: local
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -40,6 +41,9 @@ class BaliRecords(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # everything is local and already read
+    if self._beam is not None:  # a PTransform per split: tfds runs Beam
+      return {name: self._beam.transform(name, g, v)
+              for name, (g, v) in self._gens.items()}
     return {name: self._generate_examples(g, v)
             for name, (g, v) in self._gens.items()}
 
@@ -48,8 +52,12 @@ class BaliRecords(tfds.core.GeneratorBasedBuilder):
 
 
 def prepare(builder: BaliRecords) -> None:
+  """Writes the splits: in this process, or as one Beam pipeline over all
+  splits when the builder has a `beam` packing."""
+  options = builder._beam.options() if builder._beam is not None else None
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False,
+                                                   beam_options=options))
 
 
 def load_split(out_dir: str, split: str):

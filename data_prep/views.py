@@ -19,17 +19,23 @@ v), whatever the packing order (`examples.sample_view`: fresh in every
 view, without replacement across views), so views are reproducible,
 independent of worker count, and a view added later (`add-views`) is
 record for record the same view as one built at once.
+
+Packing runs over chunks of a view's order (`ViewRows`), so the rows of a
+chunk depend only on its sentences: the local and the Beam path pack the
+same chunks and write the same records.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
 import numpy as np
 
+from bali_jax import storage
 from data_prep.examples import sample_view
-from data_prep.packing import RowPacker
+from data_prep.packing import PackStats, RowPacker
 
 ORDERS = ("shuffled", "document")
 
@@ -51,7 +57,7 @@ class SentenceFile:
 
   def read(self, order: np.ndarray):
     """Yields (serial, sentence dict) in `order` (serials = line numbers)."""
-    with open(self.path, "rb") as f:
+    with storage.open_file(self.path, "rb") as f:  # a URL on a Beam cluster
       for serial in order:
         f.seek(int(self.offsets[serial]))
         yield int(serial), json.loads(f.readline())
@@ -65,34 +71,68 @@ def packing_order(n: int, seed: int, view: int, order: str) -> np.ndarray:
   return np.random.default_rng([seed, view, 0x5EED]).permutation(n)
 
 
-def view_rows(path: str, kg, names, budgets, seed: int, order: str,
-              open_rows: int = 1, linearizer=None):
+def doc_code(doc_id: str) -> int:
+  """A document's integer code for the packing statistics (same document
+  or not), the same in every chunk and process."""
+  return int(hashlib.md5(doc_id.encode()).hexdigest()[:15], 16)
+
+
+class ViewRows:
   """Generator factory: `gen(view)` yields (example id, record) rows of one
   split; after a view is exhausted, `gen.stats[view]` holds its PackStats.
+
+  A view's packing order is cut into chunks of `chunk` sentences (0: one
+  chunk), each packed by a fresh packer whose open rows are emitted at the
+  chunk's end. Chunks are independent, so the Beam path
+  (`data_prep.beam_build`) packs them on different workers and gets the
+  same rows; example ids number the rows in chunk order. A split smaller
+  than one chunk packs exactly as an unchunked packer would.
   `open_rows` is the packer's window (1 = plain greedy, older datasets);
   `linearizer` (data_prep.linearize) adds the masking variants and linear
   rows the budgets ask for."""
-  sentences = SentenceFile(path)
 
-  def gen(view):
-    packer = RowPacker(budgets, open_rows)
+  def __init__(self, path: str, kg, names, budgets, seed: int, order: str,
+               open_rows: int = 1, linearizer=None, chunk: int = 0):
+    self.sentences = SentenceFile(path)
+    self.kg, self.names, self.budgets = kg, names, budgets
+    self.seed, self.order, self.open_rows = seed, order, open_rows
+    self.linearizer, self.chunk = linearizer, chunk
+    self.stats: dict = {}
+
+  def chunks(self, view: int) -> list[np.ndarray]:
+    """The serials of each chunk of `view`, in packing order."""
+    perm = packing_order(len(self.sentences), self.seed, view, self.order)
+    if not self.chunk:
+      return [perm]
+    return [perm[i:i + self.chunk] for i in range(0, len(perm), self.chunk)]
+
+  def pack(self, view: int, serials, stats: PackStats):
+    """Yields the records of one chunk (example ids unset); adds the
+    chunk's statistics to `stats` at the end."""
+    packer = RowPacker(self.budgets, self.open_rows)
+    for serial, s in self.sentences.read(serials):
+      v = sample_view(s, self.kg, self.names, self.budgets.max_neighbors,
+                      self.seed, view, serial, self.linearizer)
+      yield from packer.add(v, doc_code(s["doc"]))
+    yield from packer.finish()
+    stats.merge(packer.stats)
+
+  def __call__(self, view: int):
+    stats = PackStats()
     rows = 0
-    docs: dict[str, int] = {}
-    for serial, s in sentences.read(packing_order(len(sentences), seed, view,
-                                                  order)):
-      v = sample_view(s, kg, names, budgets.max_neighbors, seed, view, serial,
-                      linearizer)
-      for rec in packer.add(v, docs.setdefault(s["doc"], len(docs))):
+    for serials in self.chunks(view):
+      for rec in self.pack(view, serials, stats):
         rec["example_id"][...] = rows
         rows += 1
         yield rows - 1, rec
-    for rec in packer.finish():
-      rec["example_id"][...] = rows
-      rows += 1
-      yield rows - 1, rec
-    gen.stats[view] = packer.stats
-  gen.stats = {}
-  return gen
+    self.stats[view] = stats
+
+
+def view_rows(path: str, kg, names, budgets, seed: int, order: str,
+              open_rows: int = 1, linearizer=None, chunk: int = 0):
+  """`ViewRows` of a sentence file (see there)."""
+  return ViewRows(path, kg, names, budgets, seed, order, open_rows,
+                  linearizer, chunk)
 
 
 def size_rows(path: str, kg, names, budgets, seed: int, order: str,

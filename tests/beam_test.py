@@ -1,0 +1,78 @@
+"""data_prep on Apache Beam: DirectRunner with two worker processes writes
+the same records as the local path (every split, record for record, in
+example-id order), and a bad record fails the build with the local path's
+message."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bali_jax.features import tiny_budgets
+from bali_jax.open_data import starter_model_dir
+from bali_jax.tokenizer import load_tokenizer
+from data_prep import beam_build
+from data_prep.build import BuildOptions, build_dataset
+from data_prep.corpus import Document
+from data_prep.errors import BadInputError, BadRecords
+from data_prep.linker import DictionaryLinker
+from tests.data_prep_test import _cohort_documents, _graph, _read
+
+
+def _build(tmp_path, name, docs, **kw):
+  kg = _graph(str(tmp_path / f"kg-{name}"))
+  o = BuildOptions(**{**dict(budgets=tiny_budgets(), views=2, seed=7,
+                              validation_percent=15, test_percent=15,
+                              workers=2, pack_chunk=48), **kw})
+  out = str(tmp_path / name)
+  card = build_dataset(docs, kg, load_tokenizer(starter_model_dir()), out,
+                       o, BadRecords(), linker=DictionaryLinker(kg))
+  return out, card
+
+
+def test_beam_direct_runner_writes_the_local_records(tmp_path, monkeypatch):
+  monkeypatch.setattr(beam_build, "DOCS_PER_SHARD", 16)  # 8 shards
+  local, card_l = _build(tmp_path, "local", _cohort_documents())
+  beam, card_b = _build(tmp_path, "beam", _cohort_documents(),
+                        runner="direct")
+  spec_l = json.load(open(os.path.join(local, "bali_dataset.json")))
+  spec_b = json.load(open(os.path.join(beam, "bali_dataset.json")))
+  assert spec_b == spec_l
+  assert set(spec_l["splits"]) == {"train_view0", "train_view1",
+                                   "validation", "test"}
+  # several packing chunks per view, so chunks really went to workers
+  assert card_l["packing"]["train_view0"]["sentences"] > 3 * 48
+  assert card_b["corpus"] == card_l["corpus"]
+  assert card_b["packing"] == card_l["packing"]
+  for f in ("sentences_train.jsonl", "test_mentions.jsonl", "concepts.tsv",
+            "names.tsv", "heldout_synonyms.tsv"):
+    assert open(os.path.join(beam, f)).read() == open(
+        os.path.join(local, f)).read(), f
+  for split, n in spec_l["splits"].items():
+    a, b = _read(local, split), _read(beam, split)
+    assert len(a) == len(b) == n
+    assert [int(r["example_id"]) for r in b] == list(range(n))
+    for ra, rb in zip(a, b):
+      assert ra.keys() == rb.keys()
+      for k in ra:
+        np.testing.assert_array_equal(ra[k], rb[k], err_msg=f"{split} {k}")
+  assert not glob.glob(os.path.join(beam, "beam-work"))
+  assert not glob.glob(str(tmp_path / ".beam.tmp-*"))
+
+
+def test_beam_bad_record_names_the_place_and_leaves_nothing(tmp_path,
+                                                            monkeypatch):
+  from data_prep.corpus import Mention
+  monkeypatch.setattr(beam_build, "DOCS_PER_SHARD", 4)
+  docs = list(_cohort_documents(12))
+  docs.insert(9, Document("PMID:998", "Anemia is here.",
+                          [Mention(0, 6, ["HP:404"])]))
+  docs.insert(11, Document("PMID:999", "Anemia is here.",
+                           [Mention(0, 6, ["HP:405"])]))
+  with pytest.raises(BadInputError, match="PMID:998 sentence 0: mention "
+                     "'Anemia' links to HP:404, which is not in the graph"):
+    _build(tmp_path, "bad", docs, runner="direct", workers=1)
+  assert not os.path.exists(tmp_path / "bad")
+  assert not glob.glob(str(tmp_path / ".bad.tmp-*"))
