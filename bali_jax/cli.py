@@ -62,7 +62,8 @@ def cmd_export_hf(args) -> int:
   import jax
   import ml_dtypes
   import numpy as np
-  from bali_jax import hf_export, hf_import, open_data
+  from bali_jax import open_data
+  from bali_jax.hf import export as hf_export, importer as hf_import
 
   from bali_jax import storage
   src = open_data.resolve_model_dir(args.source)
@@ -159,7 +160,7 @@ def cmd_train(args) -> int:
 
 def _export_run(args, workdir: str) -> int:
   """Exports the BERT (+ MLM head) of a run's latest checkpoint."""
-  from bali_jax import hf_export, hf_import
+  from bali_jax.hf import export as hf_export, importer as hf_import
   bert_cfg, params, tok, step, cfg, _ = load_run(workdir)
   print(f"restored step {step} of {workdir}")
   report = hf_export.export_hf(bert_cfg, params, args.out, tok,

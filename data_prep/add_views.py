@@ -23,7 +23,7 @@ import shutil
 import tempfile
 
 from bali_jax.features import spec_budgets
-from bali_jax.tokenizer import load_tokenizer
+from bali_jax.hf.tokenizer import load_tokenizer
 from data_prep import card
 from data_prep.build import SPEC_FILE, make_linearizer, train_row_means
 from data_prep.errors import BadInputError

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from bali_jax import storage
 from bali_jax.features import Budgets
-from bali_jax.tokenizer import save_tokenizer
+from bali_jax.hf.tokenizer import save_tokenizer
 from data_prep import card
 from data_prep.corpus import split_sentences
 from data_prep.errors import BadInputError, BadRecords

@@ -57,7 +57,7 @@ def _options(args):
 
 def _tokenizer(name):
   from bali_jax.open_data import resolve_model_dir
-  from bali_jax.tokenizer import load_tokenizer
+  from bali_jax.hf.tokenizer import load_tokenizer
   return load_tokenizer(resolve_model_dir(name))
 
 

@@ -98,7 +98,7 @@ def test_every_bali_parameter_has_logical_axes():
 def test_bali_params_export_as_plain_bert(tmp_path):
   import torch
   import transformers
-  from bali_jax import hf_export
+  from bali_jax.hf import export as hf_export
   from bali_jax.model.bert import BertModel
   from tests.export_hf_test import _tokenizer
   cfg, model, params, batch = _setup()

@@ -12,7 +12,7 @@ import pytest
 
 from bali_jax.features import tiny_budgets
 from bali_jax.open_data import starter_model_dir
-from bali_jax.tokenizer import load_tokenizer
+from bali_jax.hf.tokenizer import load_tokenizer
 from data_prep import beam_build
 from data_prep.build import BuildOptions, build_dataset
 from data_prep.corpus import Document

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from bali_jax import hf_mapping
-from bali_jax.hf_import import params_from_hf_tensors
+from bali_jax.hf import mapping as hf_mapping
+from bali_jax.hf.importer import params_from_hf_tensors
 from bali_jax.model.bert import BertModel, segment_positions
 from bali_jax.model.config import BertConfig, tiny_config
 from tests.hf_utils import padded_batch, random_torch_model, torch_state_numpy

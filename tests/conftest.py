@@ -36,7 +36,7 @@ def tiny_dataset(tmp_path_factory):
   from tests.data_fixtures import synthetic_documents, write_ontologies
   from bali_jax.features import tiny_budgets
   from bali_jax.open_data import starter_model_dir
-  from bali_jax.tokenizer import load_tokenizer
+  from bali_jax.hf.tokenizer import load_tokenizer
   from data_prep import sources
   from data_prep.build import BuildOptions, build_dataset
   from data_prep.errors import BadRecords

@@ -13,7 +13,7 @@ import pytest
 from bali_jax.features import (feature_shapes, spec_budgets, tiny_budgets,
                                 validate_record)
 from bali_jax.open_data import starter_model_dir
-from bali_jax.tokenizer import load_tokenizer
+from bali_jax.hf.tokenizer import load_tokenizer
 from data_prep import ontologies, sources, umls
 from data_prep.build import BuildOptions, build_dataset
 from data_prep.corpus import Document, Mention, read_pubmed_xml, split_sentences

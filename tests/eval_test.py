@@ -185,7 +185,7 @@ def test_scores_match_transformers_numpy_reference(tmp_path, starter_dir):
 def test_heldout_synonyms_never_reach_records_or_linker(tmp_path):
   from bali_jax.features import tiny_budgets
   from bali_jax.open_data import starter_model_dir
-  from bali_jax.tokenizer import load_tokenizer
+  from bali_jax.hf.tokenizer import load_tokenizer
   from data_prep import ontologies
   from data_prep.build import BuildOptions, build_dataset
   from data_prep.errors import BadRecords

@@ -14,11 +14,11 @@ import pytest
 import torch
 import transformers
 
-from bali_jax import hf_export
-from bali_jax.hf_import import load_pretrained
+from bali_jax.hf import export as hf_export
+from bali_jax.hf.importer import load_pretrained
 from bali_jax.model.bert import BertModel, MlmHead, init_params
 from bali_jax.model.config import tiny_config
-from bali_jax.tokenizer import load_tokenizer
+from bali_jax.hf.tokenizer import load_tokenizer
 from tests.hf_utils import padded_batch, perturb
 
 
@@ -104,7 +104,7 @@ def test_export_loads_in_transformers_and_matches(tmp_path):
 def test_export_then_import_is_bit_identical(tmp_path):
   config = tiny_config(scan_layers=True)
   params = _params(config)
-  from bali_jax import hf_mapping
+  from bali_jax.hf import mapping as hf_mapping
   params["bert"] = hf_mapping.scan_layers(params["bert"], 2)
   hf_export.export_hf(config, params, str(tmp_path / "hf"),
                       _tokenizer(tmp_path, config.vocab_size), progress=False)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from bali_jax import hf_export
-from bali_jax.hf_import import CheckpointError, load_pretrained
+from bali_jax.hf import export as hf_export
+from bali_jax.hf.importer import CheckpointError, load_pretrained
 from bali_jax.model.bert import init_params
 from bali_jax.model.config import tiny_config
 from tests.export_hf_test import _tokenizer

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bali_jax.open_data import starter_model_dir
-from bali_jax.tokenizer import load_tokenizer
+from bali_jax.hf.tokenizer import load_tokenizer
 from data_prep.errors import BadInputError
 from data_prep.examples import NameTokens
 from data_prep.kg import KnowledgeGraph

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import transformers
 
-from bali_jax.hf_import import load_pretrained
+from bali_jax.hf.importer import load_pretrained
 from bali_jax.model.bert import BertModel
 
 SENTENCES = [

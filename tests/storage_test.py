@@ -77,7 +77,7 @@ def test_dataset_built_to_a_url_reads_back_like_a_local_one(tmp_path):
   from bali_jax.eval import dictionary, queries
   from bali_jax.features import tiny_budgets
   from bali_jax.open_data import starter_model_dir
-  from bali_jax.tokenizer import load_tokenizer
+  from bali_jax.hf.tokenizer import load_tokenizer
   from bali_jax.train.input_pipeline import load_spec
   from data_prep import sources
   from data_prep.build import BuildOptions, build_dataset

@@ -518,9 +518,9 @@ def test_gradient_accumulation_and_bfloat16_step(tiny_dataset):
 
 
 def test_init_from_checks_tokenizer_and_loads_bert(tiny_dataset, tmp_path):
-  from bali_jax import hf_export
+  from bali_jax.hf import export as hf_export
   from bali_jax.model.bert import init_params
-  from bali_jax.tokenizer import load_tokenizer
+  from bali_jax.hf.tokenizer import load_tokenizer
   from tests.export_hf_test import _tokenizer
   cfg = _cfg(tiny_dataset)
   spec = data.load_spec(tiny_dataset)

@@ -41,7 +41,7 @@ def load_run(workdir: str):
   import jax
   import numpy as np
   from bali_jax import configs
-  from bali_jax.tokenizer import load_tokenizer
+  from bali_jax.hf.tokenizer import load_tokenizer
   from bali_jax.train import sharding
   from bali_jax.train.checkpoint import Checkpointer
   from bali_jax.train.loop import _abstract_state
@@ -65,7 +65,8 @@ def load_run(workdir: str):
 
 
 def load(src: str) -> LoadedBert:
-  from bali_jax import hf_import, open_data
+  from bali_jax import open_data
+  from bali_jax.hf import importer as hf_import
   path = open_data.resolve_model_dir(src)
   if not storage.isdir(path):
     raise FileNotFoundError(f"--model {src}: no such directory")

@@ -110,7 +110,7 @@ def _layer_states(out: dict, layer: int):
 class BaliModel(nn.Module):
   """Parameters: {"bert", "mlm_head", "gnn"} ("gnn" absent for the linear
   kind); only "bert" is exported as the encoder (the MLM head exports as
-  BertForMaskedLM's head, the GNN beside it: hf_export).
+  BertForMaskedLM's head, the GNN beside it: hf.export).
 
   `__call__` returns the losses and metrics of `objective`; with
   `embeddings_only=True` it stops before the losses and returns what they

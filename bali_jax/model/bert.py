@@ -13,7 +13,7 @@ at scale needs:
 
 Parameter tree (unscanned): {embeddings, encoder/layer_{i}, pooler?}; with
 `scan_layers` the layers live stacked in encoder/layers with a leading
-`layers` axis. `bali_jax.hf_mapping` converts either layout to HF names.
+`layers` axis. `bali_jax.hf.mapping` converts either layout to HF names.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def save_graph_encoder(out_dir: str, model_cfg, gnn_params) -> list[str]:
   """Writes the two files for a GNN kind; returns their names ([] for the
   linear kind, which has no GNN)."""
   from safetensors.numpy import save_file
-  from bali_jax.hf_mapping import flatten
+  from bali_jax.hf.mapping import flatten
   if model_cfg.graph_encoder == "linear" or gnn_params is None:
     return []
   import flax.linen as nn
@@ -69,7 +69,7 @@ def load_graph_encoder(export_dir: str):
   """(GraphEncoder module, params, config dict) from an export directory;
   apply as `module.apply({"params": params}, graph, targets)`."""
   from safetensors.numpy import load_file
-  from bali_jax.hf_mapping import unflatten
+  from bali_jax.hf.mapping import unflatten
   from bali_jax.model.gat import GnnConfig, GraphEncoder
   cfg_path = os.path.join(export_dir, CONFIG)
   if not os.path.exists(cfg_path):

@@ -111,7 +111,7 @@ def create_state(cfg, spec, tx, mesh, rng):
 
 
 def data_tokenizer(cfg, spec):
-  from bali_jax.tokenizer import load_tokenizer
+  from bali_jax.hf.tokenizer import load_tokenizer
   with storage.local_copy(storage.join(cfg.data_dir,
                                        spec["tokenizer_dir"])) as d:
     return load_tokenizer(d)
@@ -119,7 +119,7 @@ def data_tokenizer(cfg, spec):
 
 def _load_bert(cfg, spec, state, tx, shardings):
   """BERT weights from an HF directory; heads and GNN stay fresh."""
-  from bali_jax.hf_import import load_pretrained
+  from bali_jax.hf.importer import load_pretrained
   from bali_jax.open_data import resolve_model_dir
   bc = cfg.model.bert
   with storage.local_copy(resolve_model_dir(cfg.init_from)) as d:
@@ -261,7 +261,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     # the data directory
     storage.write_text(storage.join(workdir, "dataset_spec.json"),
                        json.dumps(spec, indent=2))
-    from bali_jax.tokenizer import save_tokenizer
+    from bali_jax.hf.tokenizer import save_tokenizer
     with storage.local_staging(storage.join(workdir, "tokenizer")) as d:
       save_tokenizer(data_tokenizer(cfg, spec), d)
   if start is not None:

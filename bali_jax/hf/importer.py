@@ -20,10 +20,10 @@ import jax
 import numpy as np
 from safetensors import safe_open
 
-from bali_jax import hf_mapping
+from bali_jax.hf import mapping as hf_mapping
 from bali_jax.model.bert import abstract_params
 from bali_jax.model.config import BertConfig
-from bali_jax.tokenizer import load_tokenizer
+from bali_jax.hf.tokenizer import load_tokenizer
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"

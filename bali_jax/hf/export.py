@@ -31,9 +31,9 @@ import numpy as np
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
-from bali_jax import hf_mapping
+from bali_jax.hf import mapping as hf_mapping
 from bali_jax.model.config import BertConfig
-from bali_jax.tokenizer import save_tokenizer
+from bali_jax.hf.tokenizer import save_tokenizer
 
 EXPORT_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
 DEFAULT_MAX_SHARD = "5GB"

@@ -1,0 +1,2 @@
+"""Hugging Face interop: import (no torch), export, the name map, the
+tokenizer."""
