@@ -12,6 +12,11 @@ Commands (stable: users script them):
   bench      --config PRESET [--data DIR | --synthetic] [--steps N]
              [--compare-torch] [--out FILE] [key=value ...]
              throughput, MFU, memory; the authors' PyTorch stack beside.
+  finetune   --task pubmedqa|bioasq-yesno|medqa|seqcls --model SRC
+             [--model SRC ...] --train FILE [--dev FILE] [--test FILE]
+             --workdir DIR [key=value ...]
+             downstream fine-tuning, exported as an HF task model;
+             several models: one comparison table.
 
 SRC is an HF BERT directory (a round trip through our Flax model, verified
 on the way) or `starter` for the open starter model. Training checkpoints
@@ -235,6 +240,21 @@ def cmd_bench(args) -> int:
   return runner.main(args)
 
 
+def cmd_finetune(args) -> int:
+  if args.num_cpu_devices:
+    import jax
+    jax.config.update("jax_num_cpu_devices", args.num_cpu_devices)
+  from bali_jax.eval import finetune
+  cfg = finetune.parse_overrides(args.overrides)
+  if len(args.model) > 1:  # a preempted job resumes with the same command
+    finetune.compare(args.task, args.model, args.train, args.dev, args.test,
+                     args.workdir, cfg)
+  else:
+    finetune.finetune(args.task, args.model[0], args.train, args.dev,
+                      args.test, args.workdir, cfg)
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m bali_jax",
                               description=__doc__.split("\n\n")[0])
@@ -332,6 +352,25 @@ def build_parser() -> argparse.ArgumentParser:
   b.add_argument("--num-cpu-devices", type=int, default=0)
   b.add_argument("overrides", nargs="*", help="key=value config overrides")
   b.set_defaults(func=cmd_bench)
+  f = sub.add_parser("finetune", help="fine-tune on a downstream task and "
+                     "export an HF task model (resumable)")
+  f.add_argument("--task", required=True,
+                 choices=("pubmedqa", "bioasq-yesno", "medqa", "seqcls"))
+  f.add_argument("--model", action="append", required=True,
+                 help="run directory, HF BERT directory or `starter`; "
+                 "repeat to compare models with the same seeds and data")
+  f.add_argument("--train", required=True, help="train file")
+  f.add_argument("--dev", default=None,
+                 help="dev file (best epoch; not needed with folds=k)")
+  f.add_argument("--test", default=None, help="test file")
+  f.add_argument("--workdir", required=True,
+                 help="run directory (same again = resume)")
+  f.add_argument("--num-cpu-devices", type=int, default=0)
+  f.add_argument("overrides", nargs="*",
+                 help="key=value: lr, batch_size, epochs, warmup_ratio, "
+                 "weight_decay, max_length, patience, seed, seeds, folds, "
+                 "metric, classifier_dropout, snippets, dtype, export")
+  f.set_defaults(func=cmd_finetune)
   return p
 
 

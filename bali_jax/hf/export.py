@@ -132,7 +132,7 @@ def export_hf(config: BertConfig, params: dict[str, Any], out_dir: str,
               tokenizer, dtype: str = "float32",
               max_shard_size: str | int = DEFAULT_MAX_SHARD,
               overwrite: bool = False, progress: bool = True,
-              model_cfg=None) -> ExportReport:
+              model_cfg=None, task_head: dict | None = None) -> ExportReport:
   """Writes an HF BERT directory atomically.
 
   Args:
@@ -147,6 +147,8 @@ def export_hf(config: BertConfig, params: dict[str, Any], out_dir: str,
     progress: show a progress bar.
     model_cfg: the run's BaliConfig: with a GNN kind and params["gnn"], the
       graph encoder is saved beside the BERT (model/graph_io.py).
+    task_head: a fine-tuned task model's head (`export_task_model`):
+      {"state": {HF name: array}, "architectures": [...], "config": {...}}.
   """
   out_dir = os.path.abspath(os.fspath(out_dir))
   if os.path.exists(out_dir) and not overwrite:
@@ -155,6 +157,12 @@ def export_hf(config: BertConfig, params: dict[str, Any], out_dir: str,
   has_head = "cls.predictions.bias" in state
   has_pooler = "bert.pooler.dense.weight" in state
   archs = ["BertForMaskedLM"] if has_head else ["BertModel"]
+  extra_cfg = {}
+  if task_head is not None:
+    state.update({k: np.ascontiguousarray(
+        np.asarray(v, np.float32).astype(EXPORT_DTYPES[dtype]))
+                  for k, v in task_head["state"].items()})
+    archs, extra_cfg = list(task_head["architectures"]), task_head["config"]
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-",
@@ -163,6 +171,7 @@ def export_hf(config: BertConfig, params: dict[str, Any], out_dir: str,
     files = _write_weights(state, tmp, parse_size(max_shard_size), progress)
     cfg = config.to_hf_dict(architectures=tuple(archs),
                             tie_word_embeddings=False, torch_dtype=dtype)
+    cfg.update(extra_cfg)
     with open(os.path.join(tmp, "config.json"), "w") as f:
       json.dump(cfg, f, indent=2)
       f.write("\n")
@@ -194,3 +203,29 @@ def export_hf(config: BertConfig, params: dict[str, Any], out_dir: str,
       fresh_in_automodel=[] if has_pooler else ["bert.pooler.*"],
       fresh_in_masked_lm=[] if has_head else ["cls.predictions.*"],
       graph_files=graph_files)
+
+
+def export_task_model(model, params: dict[str, Any], data, out_dir: str,
+                      tokenizer, overwrite: bool = True) -> ExportReport:
+  """A fine-tuned `model.heads.BertClassifier` as the matching HF class:
+  `BertForSequenceClassification` (single- or multi-label, with id2label,
+  label2id and problem_type) or `BertForMultipleChoice`; loads with no
+  custom code and no missing keys (tests/finetune_test.py)."""
+  k = np.asarray(params["classifier"]["kernel"], np.float32)  # (D, K)
+  head = {"classifier.weight": k.T,
+          "classifier.bias": np.asarray(params["classifier"]["bias"])}
+  labels = list(data.labels)
+  hf_cfg = {"id2label": {str(i): n for i, n in enumerate(labels)},
+            "label2id": {n: i for i, n in enumerate(labels)},
+            "classifier_dropout": model.classifier_dropout}
+  if data.kind == "choice":
+    archs = ["BertForMultipleChoice"]
+  else:
+    archs = ["BertForSequenceClassification"]
+    hf_cfg["problem_type"] = ("multi_label_classification"
+                              if data.kind == "multi"
+                              else "single_label_classification")
+  return export_hf(model.config, {"bert": params["bert"]}, out_dir,
+                   tokenizer, overwrite=overwrite, progress=False,
+                   task_head={"state": head, "architectures": archs,
+                              "config": hf_cfg})

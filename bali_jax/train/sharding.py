@@ -28,6 +28,7 @@ LOGICAL_RULES = (
     ("position", None),
     ("token_type", None),
     ("relation", None),
+    ("labels", None),  # task heads' classes (model/heads.py)
 )
 
 

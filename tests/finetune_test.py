@@ -1,0 +1,327 @@
+"""Downstream fine-tuning (issue 14): readers of the public formats, heads
+against transformers, the exported task models, and a learnable toy task
+end to end through the CLI (best-on-dev export, SIGTERM + exact resume)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bali_jax.eval import tasks
+from bali_jax.eval.tasks import TaskDataError, read_task
+
+# ------------------------------------------------------------------ readers
+
+
+def _write(path, obj):
+  with open(path, "w") as f:
+    if isinstance(obj, str):
+      f.write(obj)
+    else:
+      json.dump(obj, f)
+  return str(path)
+
+
+def _jsonl(path, rows):
+  return _write(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_readers_accept_public_formats(tmp_path):
+  p = _write(tmp_path / "ori_pqal.json", {
+      "21645374": {"QUESTION": "Do mitochondria play a role?",
+                   "CONTEXTS": ["Programmed cell death.", "Results."],
+                   "final_decision": "yes"},
+      "16418930": {"QUESTION": "Q2?", "CONTEXTS": ["c"],
+                   "final_decision": "maybe"}})
+  d = read_task("pubmedqa", p)
+  assert (d.kind, d.labels) == ("single", ["yes", "no", "maybe"])
+  assert [e.label for e in d.examples] == [0, 2]
+  assert d.examples[0].pairs == [("Do mitochondria play a role?",
+                                  "Programmed cell death. Results.")]
+  b = _write(tmp_path / "training11b.json", {"questions": [
+      {"id": "a1", "type": "yesno", "body": "Is X a gene?",
+       "exact_answer": "yes", "snippets": [{"text": "X is a gene."}]},
+      {"id": "a2", "type": "factoid", "body": "Which?", "exact_answer": [["Y"]]},
+      {"id": "a3", "type": "yesno", "body": "Is Z?", "exact_answer": "no"}]})
+  d = read_task("bioasq-yesno", b)
+  assert [e.label for e in d.examples] == [0, 1] and d.skipped == 1
+  assert d.examples[0].pairs == [("Is X a gene?", None)]  # question only
+  assert read_task("bioasq-yesno", b, snippets=True).examples[0].pairs == [
+      ("Is X a gene?", "X is a gene.")]
+  m = _jsonl(tmp_path / "train.jsonl", [
+      {"question": "Q?", "options": {"A": "a", "B": "b", "C": "c", "D": "d"},
+       "answer_idx": "C"}])
+  d = read_task("medqa", m)
+  assert d.kind == "choice" and d.labels == ["A", "B", "C", "D"]
+  assert d.examples[0].label == 2 and d.examples[0].pairs[3] == ("Q?", "d")
+  s = _jsonl(tmp_path / "hoc.jsonl", [
+      {"id": "1", "sentence": "s1", "label": ["b", "a"]},
+      {"id": "2", "sentence": "s2", "label": []},
+      {"id": "3", "sentence": "s3", "label": ["c"]}])
+  d = read_task("seqcls", s)
+  assert d.kind == "multi" and d.labels == ["a", "b", "c"]
+  assert [e.label for e in d.examples] == [[0, 1], [], [2]]
+  t = _write(tmp_path / "pairs.tsv",
+             "id\tsentence1\tsentence2\tlabel\nx\tA b\tC d\tentail\n"
+             "y\tE\tF\tneutral\n")
+  d = read_task("seqcls", t)
+  assert d.kind == "single" and d.labels == ["entail", "neutral"]
+  assert d.examples[1].pairs == [("E", "F")]
+
+
+@pytest.mark.parametrize("case", ["pubmedqa-answer", "bioasq-answer",
+                                  "medqa-options", "seqcls-label",
+                                  "medqa-answer", "not-json"])
+def test_readers_reject_malformed_naming_file_and_record(tmp_path, case):
+  if case == "pubmedqa-answer":
+    p = _write(tmp_path / "f.json", {"1": {"QUESTION": "q", "CONTEXTS": ["c"],
+                                           "final_decision": "yes"},
+                                     "77": {"QUESTION": "q",
+                                            "CONTEXTS": ["c"]}})
+    with pytest.raises(TaskDataError, match=r"f\.json: record 77: missing "
+                       "'final_decision'"):
+      read_task("pubmedqa", p)
+  elif case == "bioasq-answer":
+    p = _write(tmp_path / "f.json", {"questions": [
+        {"id": "q9", "type": "yesno", "body": "b", "exact_answer": "perhaps"}]})
+    with pytest.raises(TaskDataError, match=r"question 0 \(q9\): label "
+                       "'perhaps' is not in the label set"):
+      read_task("bioasq-yesno", p)
+  elif case in ("medqa-options", "medqa-answer"):
+    opts = {"A": "a", "B": "b", "C": "c", "D": "d"}
+    rows = [{"question": "q", "options": opts, "answer_idx": "A"}]
+    rows.append({"question": "q", "options": {"A": "a", "B": "b", "C": "c"},
+                 "answer_idx": "A"} if case == "medqa-options" else
+                {"question": "q", "options": opts, "answer_idx": "E"})
+    p = _jsonl(tmp_path / "f.jsonl", rows)
+    msg = ("option count mismatch" if case == "medqa-options"
+           else "label 'E' is not in the label set")
+    with pytest.raises(TaskDataError, match=rf"f\.jsonl: line 2: .*{msg}"):
+      read_task("medqa", p)
+  elif case == "seqcls-label":
+    train = read_task("seqcls", _jsonl(tmp_path / "t.jsonl", [
+        {"sentence": "a", "label": "pos"}, {"sentence": "b", "label": "neg"}]))
+    p = _jsonl(tmp_path / "dev.jsonl", [{"sentence": "a", "label": "pos"},
+                                        {"sentence": "c", "label": "meh"}])
+    with pytest.raises(TaskDataError, match=r"dev\.jsonl: line 2: label "
+                       "'meh' is not in the label set"):
+      read_task("seqcls", p, like=train)
+  else:
+    p = _write(tmp_path / "f.jsonl", '{"sentence": "a", "label": "x"}\n{oops\n')
+    with pytest.raises(TaskDataError, match=r"f\.jsonl: line 2: not JSON"):
+      read_task("seqcls", p)
+
+
+def test_kfold_folds_are_disjoint_and_cover():
+  parts = tasks.folds(1000, 10, seed=42)
+  flat = [i for p in parts for i in p]
+  assert len(parts) == 10 and sorted(flat) == list(range(1000))
+  assert all(len(p) == 100 for p in parts)
+  assert parts == tasks.folds(1000, 10, seed=42)
+  assert parts != tasks.folds(1000, 10, seed=43)
+  from bali_jax.eval.finetune import FinetuneConfig, plan_runs
+  from bali_jax.eval.task_batches import Encoded
+  z = np.zeros((50, 4), np.int32)
+  enc = Encoded(z, z, z, np.zeros(50, np.int32), [str(i) for i in range(50)])
+  runs = plan_runs(FinetuneConfig(folds=5, seeds=2), enc, None, None)
+  assert len(runs) == 10
+  for r in runs[:5]:  # per seed: dev folds disjoint, cover, train = rest
+    assert not set(r.dev.uids) & set(r.train.uids)
+    assert len(r.dev) + len(r.train) == 50
+  assert sorted(u for r in runs[:5] for u in r.dev.uids) == sorted(enc.uids)
+  assert {r.seed for r in runs} == {42, 43}
+
+
+# ------------------------------------------------- heads against transformers
+def _tiny_bert():
+  from bali_jax.model.config import BertConfig
+  return BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                    num_attention_heads=4, intermediate_size=64,
+                    max_position_embeddings=64)
+
+
+@pytest.mark.parametrize("kind", ["single", "multi", "choice"])
+def test_heads_match_transformers_and_export_loads(tmp_path, kind):
+  import jax
+  import torch
+  import transformers
+  from bali_jax.eval.tasks import TaskData
+  from bali_jax.hf.export import export_task_model
+  from bali_jax.hf.tokenizer import load_tokenizer
+  from bali_jax.model.heads import BertClassifier
+  from bali_jax.open_data import starter_model_dir
+  cfg = _tiny_bert()
+  labels = ["A", "B", "C", "D"] if kind == "choice" else ["x", "y", "z"]
+  model = BertClassifier(cfg, len(labels), kind)
+  rng = np.random.default_rng(0)
+  shape = (3, 4, 12) if kind == "choice" else (3, 12)
+  ids = rng.integers(1000, 2000, shape).astype(np.int32)
+  mask = np.ones(shape, np.int32)
+  mask[..., 9:] = 0
+  tt = np.zeros(shape, np.int32)
+  tt[..., 5:9] = 1
+  import flax.linen as nn
+  params = nn.meta.unbox(model.init(jax.random.key(1), ids, mask, tt)["params"])
+  params = jax.tree.map(lambda x: x + 0.02 * np.asarray(  # non-zero biases
+      jax.random.normal(jax.random.key(2), x.shape)), params)
+  ours = np.asarray(model.apply({"params": params}, ids, mask, tt))
+  data = TaskData("t", kind, labels, [])
+  out = str(tmp_path / "hf")
+  export_task_model(model, jax.device_get(params), data, out,
+                    load_tokenizer(starter_model_dir()))
+  cls = {"choice": transformers.BertForMultipleChoice}.get(
+      kind, transformers.BertForSequenceClassification)
+  auto = {"choice": transformers.AutoModelForMultipleChoice}.get(
+      kind, transformers.AutoModelForSequenceClassification)
+  hf, info = auto.from_pretrained(out, output_loading_info=True)
+  assert type(hf) is cls
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  if kind != "choice":
+    assert hf.config.id2label == dict(enumerate(labels))
+    assert hf.config.problem_type == ("multi_label_classification"
+                                      if kind == "multi" else
+                                      "single_label_classification")
+  with torch.no_grad():
+    theirs = hf.eval()(input_ids=torch.tensor(ids, dtype=torch.long),
+                       attention_mask=torch.tensor(mask, dtype=torch.long),
+                       token_type_ids=torch.tensor(tt, dtype=torch.long)
+                       ).logits.numpy()
+  assert ours.shape == theirs.shape
+  np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------ toy task, end to end
+KEYWORDS = {"pos": "alpha", "neg": "beta"}
+FILLER = ("the patient cohort study showed increased levels of serum markers "
+          "in children with chronic disease after treatment").split()
+
+
+def _toy(path, n, seed):
+  rng = np.random.default_rng(seed)
+  rows = []
+  for i in range(n):
+    label = "pos" if rng.random() < 0.5 else "neg"
+    words = list(rng.choice(FILLER, 8))
+    words.insert(int(rng.integers(0, 9)), KEYWORDS[label])
+    rows.append({"id": f"{seed}-{i}", "sentence": " ".join(words),
+                 "label": label})
+  return _jsonl(path, rows)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+  """The keyword task's files (the open starter BERT learns it in an
+  epoch or two)."""
+  d = tmp_path_factory.mktemp("toy")
+  return {"model": "starter", "train": _toy(d / "train.jsonl", 96, 0),
+          "dev": _toy(d / "dev.jsonl", 64, 1),
+          "test": _toy(d / "test.jsonl", 64, 2)}
+
+
+TOY = ("lr=1e-4", "batch_size=16", "epochs=3", "max_length=16", "patience=0")
+
+
+def _cli(toy, workdir, *extra):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  cmd = [sys.executable, "-m", "bali_jax", "finetune", "--task", "seqcls",
+         "--model", toy["model"], "--train", toy["train"], "--dev", toy["dev"],
+         "--test", toy["test"], "--workdir", str(workdir),
+         "--num-cpu-devices", "2", *TOY, *extra]
+  return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _losses(run_dir):
+  out = {}
+  path = os.path.join(run_dir, "metrics.jsonl")
+  if os.path.exists(path):
+    for line in open(path):
+      try:
+        row = json.loads(line)
+      except ValueError:
+        continue
+      if "loss" in row:
+        out[row["step"]] = row["loss"]
+  return out
+
+
+def test_toy_task_learns_exports_best_and_resumes_exactly(tmp_path, toy):
+  import torch
+  import transformers
+  from safetensors.numpy import load_file
+  full = tmp_path / "full"
+  proc = _cli(toy, full)
+  out, _ = proc.communicate(timeout=900)
+  assert proc.returncode == 0, out[-3000:]
+  res = json.load(open(full / "results.json"))
+  run = res["runs"][0]
+  assert run["dev"]["accuracy"] >= 0.95, run["history"]
+  assert run["test"]["accuracy"] >= 0.9
+  assert "| seqcls |" in out and run["train_step_compilations"] == 1
+  # the exported model is the best-on-dev epoch's, not the last one's
+  best = max(run["history"], key=lambda h: h["accuracy"])
+  assert run["best_epoch"] == best["epoch"]
+  assert run["dev"]["accuracy"] == best["accuracy"]
+  hf_dir = full / "seed42" / "hf"
+  hf = transformers.AutoModelForSequenceClassification.from_pretrained(
+      hf_dir).eval()
+  assert hf.config.id2label == {0: "neg", 1: "pos"}
+  preds = [json.loads(x) for x in open(full / "seed42" /
+                                       "predictions_test.jsonl")]
+  tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  rows = [json.loads(x) for x in open(toy["test"])]
+  enc = tok([r["sentence"] for r in rows], truncation=True, max_length=16,
+            padding="max_length", return_tensors="pt")
+  with torch.no_grad():
+    logits = hf(**enc).logits.numpy()
+  np.testing.assert_allclose(logits, [p["logits"] for p in preds], atol=1e-4)
+  assert [hf.config.id2label[int(k)] for k in logits.argmax(-1)] == [
+      p["prediction"] for p in preds]
+  # the export holds the best epoch's head, which the last state does not
+  w = load_file(str(hf_dir / "model.safetensors"))
+  best_params = _restore(full / "seed42" / "best", run["best_epoch"])
+  np.testing.assert_array_equal(
+      w["classifier.weight"], best_params["classifier"]["kernel"].T)
+  last = _restore(full / "seed42" / "checkpoints", run["steps"])["params"]
+  if run["best_epoch"] < len(run["history"]) - 1:
+    assert not np.array_equal(w["classifier.weight"],
+                              last["classifier"]["kernel"].T)
+  # SIGTERM mid-run, resume with the same command: the same steps and losses
+  part = tmp_path / "part"
+  proc = _cli(toy, part)
+  deadline = time.time() + 600
+  while time.time() < deadline and len(_losses(part / "seed42")) < 8:
+    if proc.poll() is not None:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0 and "SIGTERM: saved step" in out, out[-3000:]
+  assert not (part / "results.json").exists()
+  proc = _cli(toy, part)
+  out, _ = proc.communicate(timeout=900)
+  assert proc.returncode == 0 and "resumed at step" in out, out[-3000:]
+  a, b = _losses(full / "seed42"), _losses(part / "seed42")
+  assert sorted(a) == sorted(b) == list(range(1, 19))
+  np.testing.assert_allclose([b[s] for s in sorted(b)],
+                             [a[s] for s in sorted(a)], rtol=1e-6)
+  res2 = json.load(open(part / "results.json"))["runs"][0]
+  assert res2["history"] == run["history"] and res2["test"] == run["test"]
+  assert res2["train_step_compilations"] == 1
+
+
+def _restore(directory, step):
+  """A checkpoint's state as NumPy, read with Orbax as a user would."""
+  import orbax.checkpoint as ocp
+  mngr = ocp.CheckpointManager(str(directory), item_handlers={
+      "state": ocp.StandardCheckpointHandler(),
+      "meta": ocp.JsonCheckpointHandler()})
+  out = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  mngr.close()
+  return out["state"]
