@@ -117,6 +117,53 @@ def test_readers_reject_malformed_naming_file_and_record(tmp_path, case):
       read_task("seqcls", p)
 
 
+def test_blurb_binary_vectors_hoc_and_prf1_metrics(tmp_path):
+  """LinkBERT's BLURB files: HoC labels as 0/1 vectors, scored per document
+  (`eval_hoc`); ChemProt-style PRF1 without the negative class. References
+  ported from run_seqcls."""
+  from bali_jax.eval import task_batches as tb
+  p = _jsonl(tmp_path / "hoc.jsonl", [
+      {"id": "d1_s0", "sentence": "a", "label": [0, 1, 0]},
+      {"id": "d1_s1", "sentence": "b", "label": [1, 0, 0]},
+      {"id": "d2_s0", "sentence": "c", "label": [0, 0, 0]}])
+  d = read_task("seqcls", p)
+  assert d.kind == "multi" and d.labels == ["0", "1", "2"]
+  assert [e.label for e in d.examples] == [[1], [0], []]
+  bad = _jsonl(tmp_path / "bad.jsonl", [{"sentence": "a", "label": [0, 1]},
+                                        {"sentence": "b", "label": [1]}])
+  with pytest.raises(TaskDataError, match=r"bad\.jsonl: line 2: label "
+                     "vector of length 1"):
+    read_task("seqcls", bad)
+  rng = np.random.default_rng(0)
+  gold = rng.integers(0, 2, (40, 10))
+  pred = rng.integers(0, 2, (40, 10))
+  ids = [f"doc{i // 3}_{i % 3}" for i in range(40)]
+  docs = {}
+  for i, u in enumerate(ids):  # eval_hoc: union per document, then PRF
+    t, q = docs.setdefault(u.split("_")[0], (set(), set()))
+    t.update(np.flatnonzero(gold[i]))
+    q.update(np.flatnonzero(pred[i]))
+  y = np.array([[int(j in t) for j in range(10)] for t, _ in docs.values()])
+  yp = np.array([[int(j in q) for j in range(10)] for _, q in docs.values()])
+  tp = ((yp == y) & (yp != 0)).sum()
+  ref_p, ref_r = tp / (yp != 0).sum(), tp / (y != 0).sum()
+  got = tb.metrics("multi", np.where(pred, 1.0, -1.0), gold.astype(np.float32),
+                   10, ids)
+  assert got["hoc_precision"] == pytest.approx(ref_p)
+  assert got["hoc_recall"] == pytest.approx(ref_r)
+  assert got["hoc_f1"] == pytest.approx(2 * ref_p * ref_r / (ref_p + ref_r))
+  labels = rng.integers(0, 4, 50)
+  logits = rng.normal(size=(50, 4))
+  pr = logits.argmax(-1)
+  neg = 2  # PRF1 with class 2 as "false" (run_seqcls has it at index 0)
+  tp = ((pr == labels) & (pr != neg)).sum()
+  P, R = tp / (pr != neg).sum(), tp / (labels != neg).sum()
+  got = tb.metrics("single", logits, labels, 4, negative=neg)
+  assert (got["precision"], got["recall"]) == pytest.approx((P, R))
+  assert got["f1"] == pytest.approx(2 * P * R / (P + R))
+  assert got["accuracy"] == pytest.approx((pr == labels).mean())
+
+
 def test_kfold_folds_are_disjoint_and_cover():
   parts = tasks.folds(1000, 10, seed=42)
   flat = [i for p in parts for i in p]

@@ -48,10 +48,29 @@ class FinetuneConfig:
   seeds: int = 1  # runs with seed, seed+1, ...
   folds: int = 0  # k-fold over the train file; dev = the held-out fold
   metric: str = ""  # best-on-dev metric (default accuracy; multi: micro_f1)
+  negative_label: str = ""  # a "no relation" class: adds PRF1 (ChemProt)
   classifier_dropout: float = -1.0  # < 0: the BERT's hidden dropout
   snippets: bool = False  # bioasq-yesno: append the snippets to the question
   dtype: str = "float32"  # compute dtype (params stay float32)
   export: bool = True  # write the best model as an HF task model
+
+  def __post_init__(self):
+    for name, low in (("epochs", 1), ("batch_size", 1), ("seeds", 1),
+                      ("max_length", 8)):
+      if getattr(self, name) < low:
+        raise ValueError(f"{name}={getattr(self, name)}: must be >= {low}")
+    if self.folds == 1 or self.folds < 0:
+      raise ValueError(f"folds={self.folds}: 0 (use --dev) or >= 2")
+    if not 0 <= self.warmup_ratio < 1:
+      raise ValueError(f"warmup_ratio={self.warmup_ratio}: in [0, 1)")
+
+  def negative(self, labels) -> int | None:
+    if not self.negative_label:
+      return None
+    if self.negative_label not in labels:
+      raise ValueError(f"negative_label={self.negative_label!r} is not a "
+                       f"label of the task: {list(labels)}")
+    return list(labels).index(self.negative_label)
 
   def best_metric(self, kind: str) -> str:
     return self.metric or ("micro_f1" if kind == "multi" else "accuracy")

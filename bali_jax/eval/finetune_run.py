@@ -157,6 +157,10 @@ def run_one(run, data, loaded, cfg, run_dir: str, length: int):
   best_ckpt = Checkpointer(storage.join(run_dir, "best"), keep=1,
                            async_save=False)
   metric = cfg.best_metric(data.kind)
+  negative = cfg.negative(data.labels)
+  if metric not in tb.metric_names(data.kind, negative):
+    raise ValueError(f"metric={metric!r}: a {data.kind} task reports "
+                     f"{tb.metric_names(data.kind, negative)}")
   meta = {"history": [], "best": None, "best_epoch": None, "stale": 0}
   start = ckpt.latest_step()
   if start is not None:
@@ -188,7 +192,7 @@ def run_one(run, data, loaded, cfg, run_dir: str, length: int):
         return _preempted(step, state, meta, ckpt, best_ckpt, writer, bar)
     dev = tb.metrics(data.kind, evaluate(logits_fn, state["params"], run.dev,
                                          eval_bs, mesh), run.dev.labels,
-                     len(data.labels))
+                     len(data.labels), run.dev.uids, negative)
     writer.write(step, dev, prefix="dev_")
     meta["history"].append({"epoch": epoch, "step": step, **dev})
     if meta["best"] is None or dev[metric] > meta["best"]:
@@ -220,7 +224,7 @@ def run_one(run, data, loaded, cfg, run_dir: str, length: int):
   if run.test is not None:
     logits = evaluate(logits_fn, params, run.test, eval_bs, mesh)
     result["test"] = tb.metrics(data.kind, logits, run.test.labels,
-                                len(data.labels))
+                                len(data.labels), run.test.uids, negative)
     write_predictions(storage.join(run_dir, "predictions_test.jsonl"),
                       data, run.test, logits)
   if cfg.export:

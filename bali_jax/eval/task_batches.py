@@ -104,10 +104,42 @@ def predict(kind: str, logits: np.ndarray) -> np.ndarray:
   return logits.argmax(-1).astype(np.int32)
 
 
+def metric_names(kind: str, negative: int | None = None) -> list[str]:
+  """What `metrics` reports for a task kind (to check `metric=` early)."""
+  if kind == "multi":
+    return ["micro_precision", "micro_recall", "micro_f1", "macro_f1",
+            "accuracy", "hoc_precision", "hoc_recall", "hoc_f1"]
+  if kind == "choice":
+    return ["accuracy"]
+  return ["accuracy", "macro_f1"] + (["precision", "recall", "f1"]
+                                     if negative is not None else [])
+
+
+def hoc_metrics(uids, pred: np.ndarray, gold: np.ndarray) -> dict:
+  """BLURB HoC's document-level score (LinkBERT's `eval_hoc`, which the
+  authors' run_seqcls uses): the labels of the sentences of a document
+  (id `DOC_SENT`) are united, then micro P/R/F1 over documents x labels."""
+  docs: dict = {}
+  for u, p, g in zip(uids, pred, gold):
+    d = docs.setdefault(str(u).split("_")[0], [np.zeros_like(p),
+                                               np.zeros_like(g)])
+    d[0] |= p
+    d[1] |= g
+  p = np.stack([d[0] for d in docs.values()])
+  g = np.stack([d[1] for d in docs.values()])
+  prec, rec, f1 = _f1(int((p & g).sum()), int((p & (1 - g)).sum()),
+                      int(((1 - p) & g).sum()))
+  return {"hoc_precision": prec, "hoc_recall": rec, "hoc_f1": f1}
+
+
 def metrics(kind: str, logits: np.ndarray, labels: np.ndarray,
-            num_labels: int) -> dict[str, float]:
-  """accuracy (+ macro / micro F1 for classification; multi-label: micro
-  P/R/F1, macro F1 and exact-match accuracy), as run_seqcls reports."""
+            num_labels: int, uids=None, negative: int | None = None
+            ) -> dict[str, float]:
+  """accuracy (+ macro F1 for classification; multi-label: micro P/R/F1,
+  macro F1, exact-match accuracy and HoC's document-level P/R/F1), as
+  run_seqcls reports. `negative`: the index of a "no relation" class;
+  adds run_seqcls's PRF1 (micro P/R/F1 over the other classes, ChemProt /
+  DDI / GAD style)."""
   pred = predict(kind, logits)
   if kind == "multi":
     gold = labels.astype(np.int32)
@@ -121,7 +153,9 @@ def metrics(kind: str, logits: np.ndarray, labels: np.ndarray,
            for k in range(gold.shape[1])]
     return {"micro_precision": p, "micro_recall": r, "micro_f1": f,
             "macro_f1": float(np.mean(per)),
-            "accuracy": float((pred == gold).all(-1).mean())}
+            "accuracy": float((pred == gold).all(-1).mean()),
+            **hoc_metrics(uids if uids is not None else range(len(pred)),
+                          pred, gold)}
   out = {"accuracy": float((pred == labels).mean())}
   if kind == "single":
     per = [_f1(int(((pred == k) & (labels == k)).sum()),
@@ -129,4 +163,10 @@ def metrics(kind: str, logits: np.ndarray, labels: np.ndarray,
                int(((pred != k) & (labels == k)).sum()))[2]
            for k in range(num_labels)]
     out["macro_f1"] = float(np.mean(per))
+    if negative is not None:
+      pos = pred != negative
+      tp = int(((pred == labels) & pos).sum())
+      p, r, f = _f1(tp, int(pos.sum()) - tp,
+                    int((labels != negative).sum()) - tp)
+      out.update(precision=p, recall=r, f1=f)
   return out

@@ -18,8 +18,9 @@ classifications/`) read them:
   have the same options.
 * `seqcls`: BLURB-style JSON lines ({id, sentence | sentence1 [+
   sentence2], label}) or TSV with a header naming those columns; `label`
-  one name, or a list of names (multi-label, HoC) in JSON / names joined
-  by `,` in TSV.
+  one name, or (multi-label, HoC) a list of names, or a 0/1 vector of one
+  fixed length (LinkBERT's BLURB HoC files; the labels are then the
+  positions 0..K-1), in JSON / names joined by `,` in TSV.
 """
 
 from __future__ import annotations
@@ -182,6 +183,21 @@ def _seqcls_rows(path: str):
     yield from _json_lines(path)
 
 
+def _binary_vectors(path, rows) -> int | None:
+  """K if every label is a 0/1 list of length K (BLURB HoC), else None."""
+  labs = [r.get("label") for _, r in rows]
+  if not all(isinstance(x, list) and x and all(v in (0, 1) and
+                                              not isinstance(v, bool)
+                                              for v in x) for x in labs):
+    return None
+  k = len(labs[0])
+  for where, r in rows:
+    if len(r["label"]) != k:
+      raise _err(path, where, f"label vector of length {len(r['label'])}, "
+                 f"the others have {k}")
+  return k
+
+
 def read_seqcls(path: str, labels: list[str] | None = None) -> TaskData:
   """`labels`: the label set (from the train file when None: every name
   seen, sorted). Multi-label when any record's label is a list."""
@@ -189,6 +205,14 @@ def read_seqcls(path: str, labels: list[str] | None = None) -> TaskData:
   if not rows:
     raise TaskDataError(f"{storage.display(path)}: no record")
   multi = any(isinstance(r.get("label"), list) for _, r in rows)
+  k = _binary_vectors(path, rows) if multi else None
+  if k is not None:  # 0/1 vectors -> the positions set to 1
+    if labels is not None and len(labels) != k:
+      raise _err(path, "line 1", f"label vectors of length {k}, but the "
+                 f"task has {len(labels)} labels")
+    labels = labels or [str(i) for i in range(k)]
+    rows = [(w, {**r, "label": [labels[i] for i, v in enumerate(r["label"])
+                                if v]}) for w, r in rows]
   if labels is None:
     seen = set()
     for where, r in rows:
