@@ -157,7 +157,7 @@ def corpus(path: str, fmt: str, d: Dictionary,
   """
   from data_prep.corpus import read_bern2_jsonl, read_pubtator, \
       split_sentences
-  from data_prep.errors import BadInputError, BadRecords
+  from data_prep.errors import BadRecords
   if not os.path.exists(path):  # a user's corpus file, read by data_prep
     raise FileNotFoundError(f"--corpus {path}: no such file")
   reader = {"pubtator": read_pubtator, "bern2": read_bern2_jsonl}[fmt]
