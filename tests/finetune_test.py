@@ -331,10 +331,10 @@ def test_toy_task_learns_exports_best_and_resumes_exactly(tmp_path, toy):
       p["prediction"] for p in preds]
   # the export holds the best epoch's head, which the last state does not
   w = load_file(str(hf_dir / "model.safetensors"))
-  best_params = _restore(full / "seed42" / "best", run["best_epoch"])
+  ck = _restore(full / "seed42" / "checkpoints", run["steps"])
   np.testing.assert_array_equal(
-      w["classifier.weight"], best_params["classifier"]["kernel"].T)
-  last = _restore(full / "seed42" / "checkpoints", run["steps"])["params"]
+      w["classifier.weight"], ck["best"]["classifier"]["kernel"].T)
+  last = ck["train"]["params"]
   if run["best_epoch"] < len(run["history"]) - 1:
     assert not np.array_equal(w["classifier.weight"],
                               last["classifier"]["kernel"].T)

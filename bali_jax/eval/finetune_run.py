@@ -2,10 +2,11 @@
 
 The state is {"step", "params", "opt"} with shardings derived from the
 parameters' logical names over a data-parallel mesh of all devices; the
-batch is split over the devices. Checkpoints (Orbax, atomic): the latest
-state at every epoch end and on SIGTERM (`checkpoints/`), the best-on-dev
-parameters (`best/`). `run.json` marks a finished run, so a resumed
-multi-run job skips it.
+batch is split over the devices. One Orbax checkpoint (atomic) holds the
+state and the best-on-dev parameters so far, written at every epoch end
+and on SIGTERM: a kill at any moment resumes with a best model that
+matches the history it was chosen from. `run.json` marks a finished run,
+so a resumed multi-run job skips it.
 """
 
 from __future__ import annotations
@@ -143,6 +144,11 @@ def run_one(run, data, loaded, cfg, run_dir: str, length: int):
                        "devices the batch is split over")
   mesh = Mesh(np.asarray(jax.devices()).reshape(n_dev, 1, 1),
               sharding.MESH_AXES)
+  metric = cfg.best_metric(data.kind)
+  negative = cfg.negative(data.labels)
+  if metric not in tb.metric_names(data.kind, negative):
+    raise ValueError(f"metric={metric!r}: a {data.kind} task reports "
+                     f"{tb.metric_names(data.kind, negative)}")
   model = make_model(loaded, data, cfg)
   spe = tb.steps_per_epoch(len(run.train), cfg.batch_size)
   total = spe * cfg.epochs
@@ -154,20 +160,16 @@ def run_one(run, data, loaded, cfg, run_dir: str, length: int):
   step_fn, logits_fn = jit_steps(model, data.kind, tx, mesh, state_sh,
                                  run.seed)
   ckpt = Checkpointer(storage.join(run_dir, "checkpoints"), keep=1)
-  best_ckpt = Checkpointer(storage.join(run_dir, "best"), keep=1,
-                           async_save=False)
-  metric = cfg.best_metric(data.kind)
-  negative = cfg.negative(data.labels)
-  if metric not in tb.metric_names(data.kind, negative):
-    raise ValueError(f"metric={metric!r}: a {data.kind} task reports "
-                     f"{tb.metric_names(data.kind, negative)}")
   meta = {"history": [], "best": None, "best_epoch": None, "stale": 0}
+  best = _copy(state["params"])  # the best-on-dev parameters so far
   start = ckpt.latest_step()
   if start is not None:
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        state, state_sh)
-    state, meta = ckpt.restore(start, abstract)
+        {"train": state, "best": best},
+        {"train": state_sh, "best": state_sh["params"]})
+    both, meta = ckpt.restore(start, abstract)
+    state, best = both["train"], both["best"]
     print(f"{run.name}: resumed at step {start}")
   start = start or 0
   writer = MetricsWriter(run_dir, True, start=start)
@@ -189,7 +191,7 @@ def run_one(run, data, loaded, cfg, run_dir: str, length: int):
       writer.write(step, {k: float(v) for k, v in m.items()})
       bar.update(1)
       if step % spe and preempt.agreed():  # an epoch's end evaluates first
-        return _preempted(step, state, meta, ckpt, best_ckpt, writer, bar)
+        return _preempted(step, state, best, meta, ckpt, writer, bar)
     dev = tb.metrics(data.kind, evaluate(logits_fn, state["params"], run.dev,
                                          eval_bs, mesh), run.dev.labels,
                      len(data.labels), run.dev.uids, negative)
@@ -197,27 +199,24 @@ def run_one(run, data, loaded, cfg, run_dir: str, length: int):
     meta["history"].append({"epoch": epoch, "step": step, **dev})
     if meta["best"] is None or dev[metric] > meta["best"]:
       meta.update(best=dev[metric], best_epoch=epoch, stale=0)
-      best_ckpt.save(epoch, state["params"], {"epoch": epoch, **dev},
-                     force=True)
+      best = _copy(state["params"])
     else:
       meta["stale"] += 1
-    ckpt.save(step, state, meta, force=True)
+    ckpt.save(step, {"train": state, "best": best}, meta, force=True)
     bar.set_postfix({f"dev_{metric}": f"{dev[metric]:.3f}"})
     stopped = meta["stale"] >= cfg.patience > 0
     if epoch + 1 < cfg.epochs and not stopped and preempt.agreed():
-      return _preempted(step, state, meta, ckpt, best_ckpt, writer, bar)
+      return _preempted(step, state, best, meta, ckpt, writer, bar)
   bar.close()
   ckpt.close()
   writer.close()
-  p_abs = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      state["params"], state_sh["params"])
-  params, best_meta = best_ckpt.restore(meta["best_epoch"], p_abs)
-  best_ckpt.close()
+  params = best
+  best_dev = meta["history"][meta["best_epoch"]]
   result = {"name": run.name, "seed": run.seed, "steps": step,
             "best_epoch": meta["best_epoch"], "epochs_run": len(
                 meta["history"]), "stopped_early": stopped,
-            "dev": {k: v for k, v in best_meta.items() if k != "epoch"},
+            "dev": {k: v for k, v in best_dev.items()
+                    if k not in ("epoch", "step")},
             "history": meta["history"],
             # fixed shapes: one compilation serves the run (1 in the tests)
             "train_step_compilations": step_fn._cache_size()}
@@ -240,11 +239,15 @@ def run_one(run, data, loaded, cfg, run_dir: str, length: int):
   return result
 
 
-def _preempted(step, state, meta, ckpt, best_ckpt, writer, bar):
+def _copy(params):
+  """A copy that survives the step donating the state's buffers."""
+  return jax.tree.map(jnp.copy, params)
+
+
+def _preempted(step, state, best, meta, ckpt, writer, bar):
   if ckpt.latest_step() != step:
-    ckpt.save(step, state, meta, force=True)
-  for c in (ckpt, best_ckpt):
-    c.close()
+    ckpt.save(step, {"train": state, "best": best}, meta, force=True)
+  ckpt.close()
   writer.close()
   bar.close()
   print(f"SIGTERM: saved step {step}, stopping", flush=True)
