@@ -141,7 +141,9 @@ def finetune(task: str, model_src: str, train: str, dev: str | None,
   enc = {"train": tb.encode(data, loaded.tokenizer, length),
          **{k: tb.encode(d, loaded.tokenizer, length)
             for k, d in other.items()}}
-  storage.makedirs(workdir)
+  _save_config(workdir, task, model_src, train, dev, test, cfg)
+  if cfg.folds and dev:
+    print(f"folds={cfg.folds}: dev is each held-out fold; --dev ignored")
   print(f"{task}: {len(data.examples)} train"
         + "".join(f", {len(d.examples)} {k}" for k, d in other.items())
         + (f" ({data.skipped} non-yes/no skipped)" if data.skipped else "")
@@ -166,6 +168,26 @@ def finetune(task: str, model_src: str, train: str, dev: str | None,
                      markdown_header() + line + "\n")
   print(markdown_header() + line)
   return out
+
+
+def _save_config(workdir, task, model_src, train, dev, test, cfg) -> None:
+  """Prints and saves the resolved job; a resume (same workdir) with other
+  data or settings is refused, naming the keys (`export` may change)."""
+  job = {"task": task, "model": model_src, "train": train, "dev": dev,
+         "test": test, **dataclasses.asdict(cfg)}
+  path = storage.join(workdir, "finetune_config.json")
+  if storage.exists(path):
+    old = json.loads(storage.read_text(path))
+    diff = sorted(k for k in set(old) | set(job)
+                  if k != "export" and old.get(k) != job.get(k))
+    if diff:
+      raise ValueError(f"{workdir} holds a fine-tuning job with other "
+                       "settings; differing: " + ", ".join(
+                           f"{k} ({old.get(k)!r} -> {job.get(k)!r})"
+                           for k in diff) + "; use a new --workdir")
+  storage.makedirs(workdir)
+  storage.write_text(path, json.dumps(job, indent=2) + "\n")
+  print("fine-tuning job: " + json.dumps(job))
 
 
 def markdown_header() -> str:
