@@ -121,6 +121,15 @@ def copy_tree(src: str, dst: str) -> None:
       copy_file(s, d)
 
 
+def remove_tree(path: str) -> None:
+  """Removes a directory tree (local or URL); a missing one is fine."""
+  if is_url(path):
+    if _gfile().exists(path):
+      _gfile().rmtree(path)
+  else:
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def local_copy(path: str):
   """A local directory with the contents of `path` (itself when local):

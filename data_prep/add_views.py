@@ -29,7 +29,7 @@ from data_prep.build import SPEC_FILE, make_linearizer, train_row_means
 from data_prep.errors import BadInputError
 from data_prep.examples import NameTokens
 from data_prep.kg import read_tsv
-from data_prep.views import view_rows
+from data_prep.views import ViewRows
 
 
 def _replace_json(path: str, obj) -> None:
@@ -65,9 +65,9 @@ def add_views(data_dir: str, views: int) -> dict:
   names = NameTokens(tokenizer, kg, budgets.max_name_tokens)
   lin = make_linearizer(tokenizer, kg, budgets,
                         spec.get("linear_format") or "v1")
-  gen = view_rows(sentences, kg, names, budgets, spec["seed"],
-                  spec.get("packing_order", "shuffled"),
-                  spec.get("open_rows", 1), lin, spec.get("pack_chunk", 0))
+  gen = ViewRows(sentences, kg, names, budgets, spec["seed"],
+                 spec.get("packing_order", "shuffled"),
+                 spec.get("open_rows", 1), lin, spec.get("pack_chunk", 0))
   version_dir = os.path.join(data_dir, spec["tfds_dir"])
   with open(os.path.join(version_dir, "dataset_info.json")) as f:
     info = json.load(f)

@@ -94,7 +94,6 @@ def _load(path: str):
 
 
 def _run(pipeline_fn, o) -> None:
-  import apache_beam as beam
   _importable()
   with beam.Pipeline(options=pipeline_options(o)) as p:
     pipeline_fn(p)
@@ -152,11 +151,12 @@ def _shard_documents(documents, temp: str) -> int:
   return shards
 
 
-def tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad):
-  """Stage 1 (see the module doc); returns what the local loop returns."""
+def tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad,
+                    temp: str):
+  """Stage 1 (see the module doc); returns what the local loop returns.
+  `temp`: the build's worker directory (`temp_dir`)."""
   from data_prep.build import SPLITS, CorpusTally
   from data_prep.errors import BadInputError
-  temp = o.beam_temp
   _dump(storage.join(temp, "context.pkl"),
         (kg, tokenizer, linker, o.budgets.seq_len, bad.skip))
   shards = _shard_documents(documents, temp)
@@ -198,11 +198,11 @@ class PackChunk(beam.DoFn):
 
   def setup(self):
     self.gen = _load(self.ctx)
+    self.chunks = self.gen.chunks(self.view)  # the view's order, once
 
   def process(self, c: int):
     stats = PackStats()
-    serials = self.gen.chunks(self.view)[c]
-    rows = list(self.gen.pack(self.view, serials, stats))
+    rows = list(self.gen.pack(self.view, self.chunks[c], stats))
     _dump(f"{self.stats}-{c:06d}.pkl", stats)
     yield c, rows
 
@@ -230,10 +230,11 @@ def _pack_view(begin, ctx: str, view: int, chunks: int, stats: str):
 class BeamPacking:
   """What `BaliRecords` needs to generate its splits with Beam (stage 2)."""
 
-  def __init__(self, o):
-    self.o = o
-    self.temp = o.beam_temp
+  def __init__(self, o, temp: str):
+    self.o = o  # runner, workers, beam_options
+    self.temp = temp  # the build's worker directory (`temp_dir`)
     self._chunks: dict = {}  # split name -> number of chunks
+    self._ctx: dict = {}  # id(ViewRows) -> its pickled file (views share)
 
   def options(self):
     _importable()
@@ -245,12 +246,15 @@ class BeamPacking:
   def transform(self, name: str, gen, view: int):
     """The PTransform (pipeline begin -> (example id, record)) of one
     split: its view's chunks packed on workers, numbered in chunk order."""
-    if storage.is_url(self.temp) and not storage.is_url(gen.sentences.path):
-      remote = storage.join(self.temp, os.path.basename(gen.sentences.path))
-      storage.copy_file(gen.sentences.path, remote)  # workers read it there
-      gen.sentences.path = remote
-    ctx = storage.join(self.temp, f"{name}.views.pkl")
-    _dump(ctx, gen)
+    ctx = self._ctx.get(id(gen))
+    if ctx is None:  # once per sentence file: the train views share it
+      base = os.path.basename(gen.sentences.path)
+      if storage.is_url(self.temp):  # workers read the sentences there
+        remote = storage.join(self.temp, base)
+        storage.copy_file(gen.sentences.path, remote)
+        gen.sentences.path = remote
+      ctx = self._ctx[id(gen)] = storage.join(self.temp, f"{base}.views.pkl")
+      _dump(ctx, gen)
     self._chunks[name] = len(gen.chunks(view))
     return _pack_view(ctx, view, self._chunks[name], self._stats(name))  # pylint: disable=no-value-for-parameter
 
@@ -263,12 +267,3 @@ class BeamPacking:
         stats.merge(_load(f"{self._stats(name)}-{c:06d}.pkl"))
       gen.stats[view] = stats
 
-
-def remove_temp(path: str | None) -> None:
-  if not path:
-    return
-  if storage.is_url(path):
-    storage._gfile().rmtree(path)  # pylint: disable=protected-access
-  else:
-    import shutil
-    shutil.rmtree(path, ignore_errors=True)

@@ -48,7 +48,7 @@ from data_prep.examples import NameTokens, tokenize_document
 from data_prep.kg import KnowledgeGraph
 from data_prep.linker import DictionaryLinker, LinkStats
 from data_prep.linearize import FORMATS, Linearizer
-from data_prep.views import ORDERS, size_rows, view_rows
+from data_prep.views import ORDERS, ViewRows, size_rows
 
 DATASET_NAME = "bali_records"
 RUNNERS = ("local", "direct", "dataflow", "flink", "spark")
@@ -192,11 +192,14 @@ class CorpusTally:
     return {**self.__dict__, "files": None}
 
 
-def _tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad):
-  """Streams documents through the workers into per-split JSON lines."""
-  if o.runner != "local":
+def _tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad,
+                     beam=None):
+  """Streams documents through the workers into per-split JSON lines
+  (Beam's workers when `beam`, the build's BeamPacking, is given)."""
+  if beam is not None:
     from data_prep.beam_build import tokenize_corpus
-    return tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad)
+    return tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad,
+                           beam.temp)
   files = {s: open(os.path.join(tmp, f"sentences_{s}.jsonl"), "w")
            for s in SPLITS}
   tally = CorpusTally(files)
@@ -282,14 +285,13 @@ def _build_local(documents, kg, tokenizer, out_dir, o, bad, linker, extra):
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-",
                          dir=parent)
-  beam, user_temp = None, o.beam_temp
+  beam = None
   try:
     if o.runner != "local":
       from data_prep import beam_build
-      o = dataclasses.replace(o, beam_temp=beam_build.temp_dir(o, tmp))
-      beam = beam_build.BeamPacking(o)
+      beam = beam_build.BeamPacking(o, beam_build.temp_dir(o, tmp))
     counts, link_stats, docs_seen = _tokenize_corpus(
-        documents, kg, tokenizer, linker, o, tmp, bad)
+        documents, kg, tokenizer, linker, o, tmp, bad, beam)
     if counts["train"]["sentences"] == 0:
       raise BadInputError(
           f"empty corpus: {docs_seen} documents read, no sentence with a "
@@ -320,22 +322,19 @@ def _build_local(documents, kg, tokenizer, out_dir, o, bad, linker, extra):
       if counts[split]["sentences"] == 0:
         continue  # tfds cannot write an empty split; the card shows 0
       views = o.views if split == "train" else 1
-      g = view_rows(os.path.join(tmp, f"sentences_{split}.jsonl"), kg, names,
-                    o.budgets, o.seed, o.packing_order, o.open_rows, lin,
-                    o.pack_chunk)
+      g = ViewRows(os.path.join(tmp, f"sentences_{split}.jsonl"), kg, names,
+                   o.budgets, o.seed, o.packing_order, o.open_rows, lin,
+                   o.pack_chunk)
       for v in range(views):
         name = f"train_view{v}" if split == "train" else split
         gens[name] = (g, v)
-    if beam is not None:
-      beam.o = o  # the budgets as sized
     builder = BaliRecords(gens=gens, budgets=o.budgets,
                           data_dir=os.path.join(tmp, "tfds"),
                           file_format=o.file_format, beam=beam)
     prepare(builder)
     if beam is not None:
       beam.collect_stats(gens)
-      beam_build.remove_temp(o.beam_temp)
-      o = dataclasses.replace(o, beam_temp=user_temp)  # for the card
+      storage.remove_tree(beam.temp)
     # the tfds dir keeps its layout; move it to the top of the output
     src = os.path.join(tmp, "tfds", DATASET_NAME)
     os.rename(src, os.path.join(tmp, DATASET_NAME))
@@ -381,7 +380,7 @@ def _build_local(documents, kg, tokenizer, out_dir, o, bad, linker, extra):
     os.rename(tmp, out_dir)
   except BaseException:
     if beam is not None:
-      beam_build.remove_temp(o.beam_temp)
+      storage.remove_tree(beam.temp)
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return data_card

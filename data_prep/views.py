@@ -128,13 +128,6 @@ class ViewRows:
     self.stats[view] = stats
 
 
-def view_rows(path: str, kg, names, budgets, seed: int, order: str,
-              open_rows: int = 1, linearizer=None, chunk: int = 0):
-  """`ViewRows` of a sentence file (see there)."""
-  return ViewRows(path, kg, names, budgets, seed, order, open_rows,
-                  linearizer, chunk)
-
-
 def size_rows(path: str, kg, names, budgets, seed: int, order: str,
               linearizer=None, sample: int = 2000) -> dict:
   """Name (and linear) rows for this data: enough name tokens per row for

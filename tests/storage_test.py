@@ -43,6 +43,10 @@ def test_storage_reads_writes_and_copies(root, tmp_path):
   assert open(os.path.join(back, "b", "x.json")).read() == '{"k": 1}'
   if not storage.is_url(root):  # atomic local writes leave no temp files
     assert not [f for f in os.listdir(d) if f.startswith(".tmp-")]
+  storage.remove_tree(storage.join(root, "a"))
+  assert not storage.exists(d) and not storage.exists(storage.join(root, "a"))
+  storage.remove_tree(storage.join(root, "a"))  # gone already: no error
+  assert storage.exists(storage.join(root, "staged", "f.txt"))
 
 
 def test_run_metrics_and_plots_go_to_a_url():
