@@ -81,10 +81,8 @@ def init_state(model, loaded, example, tx, mesh, seed: int):
     bert[k] = jax.device_put(jax.tree.map(np.asarray, loaded_bert[k]),
                              p_sh["bert"][k])
   params = {**params, "bert": bert}
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                          params)
-  opt_abs = jax.eval_shape(tx.init, abstract)
-  o_sh = sharding.like_params(opt_abs, abstract, p_sh, mesh)
+  opt_abs = jax.eval_shape(tx.init, params)
+  o_sh = sharding.like_params(opt_abs, params, p_sh, mesh)
   opt = jax.jit(tx.init, out_shardings=o_sh)(params)
   sh = {"step": sharding.replicated(mesh), "params": p_sh, "opt": o_sh}
   state = {"step": jax.device_put(jnp.zeros((), jnp.int32), sh["step"]),
@@ -131,7 +129,7 @@ def evaluate(logits_fn, params, enc, batch_size, mesh) -> np.ndarray:
 def run_one(run, data, loaded, cfg, run_dir: str, length: int):
   """Trains one run to the end (or to SIGTERM: returns None); returns its
   results dict."""
-  from bali_jax.train.loop import _Preemption
+  from bali_jax.train.loop import Preemption
   done = storage.join(run_dir, "run.json")
   if storage.exists(done):
     print(f"{run.name}: finished earlier, kept")
@@ -173,7 +171,7 @@ def run_one(run, data, loaded, cfg, run_dir: str, length: int):
     print(f"{run.name}: resumed at step {start}")
   start = start or 0
   writer = MetricsWriter(run_dir, True, start=start)
-  preempt = _Preemption()
+  preempt = Preemption()
   eval_bs = cfg.eval_batch_size or cfg.batch_size
   bar = tqdm(total=total, initial=start, desc=run.name, unit="step",
              file=sys.stderr)

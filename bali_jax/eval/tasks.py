@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 
 from bali_jax import storage
 
@@ -271,7 +270,3 @@ def folds(n: int, k: int, seed: int) -> list[list[int]]:
     raise ValueError(f"folds={k} needs 2 <= folds <= {n} examples")
   perm = np.random.default_rng(seed).permutation(n)
   return [sorted(map(int, part)) for part in np.array_split(perm, k)]
-
-
-def basename(path: str) -> str:
-  return os.path.basename(path.rstrip("/"))

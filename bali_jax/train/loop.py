@@ -37,7 +37,7 @@ class BadStepsError(RuntimeError):
   """`max_bad_steps` consecutive non-finite steps: the run stops."""
 
 
-class _Preemption:
+class Preemption:
   """SIGTERM sets a flag; the loop saves and stops at a step boundary."""
 
   def __init__(self):
@@ -282,7 +282,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     from bali_jax.eval.in_training import LinkingEval
     linking = LinkingEval(cfg, spec, data_tokenizer(cfg, spec))
   writer = metrics_lib.MetricsWriter(workdir, lead, start=start)
-  preempt = _Preemption()
+  preempt = Preemption()
   position = lambda s: list(pipe.position(s))
   bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step",
              disable=not lead, file=sys.stderr)
