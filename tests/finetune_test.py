@@ -184,6 +184,23 @@ def test_kfold_folds_are_disjoint_and_cover():
   assert {r.seed for r in runs} == {42, 43}
 
 
+def test_a_preempted_run_stops_the_whole_job(tmp_path, monkeypatch, toy):
+  """SIGTERM in one run of a multi-run job (seeds, folds, several models)
+  ends the job: no later run or model starts until the command is rerun."""
+  from bali_jax.eval import finetune, finetune_run
+  started = []
+
+  def run_one(run, *args):
+    started.append(run.name)
+    return None  # what run_one returns after saving on SIGTERM
+  monkeypatch.setattr(finetune_run, "run_one", run_one)
+  cfg = finetune.FinetuneConfig(seeds=3, max_length=16)
+  out = finetune.compare("seqcls", ["starter", "starter"], toy["train"],
+                         toy["dev"], None, str(tmp_path), cfg)
+  assert started == ["seed42"] and out == [{"preempted": True}]
+  assert not (tmp_path / "comparison.md").exists()
+
+
 # ------------------------------------------------- heads against transformers
 def _tiny_bert():
   from bali_jax.model.config import BertConfig

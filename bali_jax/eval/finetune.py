@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 
 import numpy as np
 
@@ -149,10 +148,13 @@ def finetune(task: str, model_src: str, train: str, dev: str | None,
         + (f" ({data.skipped} non-yes/no skipped)" if data.skipped else "")
         + f"; {data.kind}, labels {data.labels}; max_length {length}")
   runs = plan_runs(cfg, enc["train"], enc.get("dev"), enc.get("test"))
-  per_run = [run_one(r, data, loaded, cfg, storage.join(workdir, r.name),
-                     length) for r in runs]
-  if any(r is None for r in per_run):  # preempted: resume to finish
-    return {"preempted": True}
+  per_run = []
+  for r in runs:  # SIGTERM stops the job, not just the run it hit
+    result = run_one(r, data, loaded, cfg, storage.join(workdir, r.name),
+                     length)
+    if result is None:  # preempted: the same command resumes
+      return {"preempted": True}
+    per_run.append(result)
   metric = cfg.best_metric(data.kind)
   dev_m, dev_s = _mean_std([r["dev"][metric] for r in per_run])
   tests = [r["test"][metric] for r in per_run if r.get("test")]
@@ -210,11 +212,11 @@ def compare(task, model_srcs, train, dev, test, workdir, cfg) -> list:
     name = f"model{i}-{os.path.basename(os.path.normpath(src)) or src}"
     results.append(finetune(task, src, train, dev, test,
                             storage.join(workdir, name), cfg))
-  if any(r.get("preempted") for r in results):
-    return results
+    if results[-1].get("preempted"):  # SIGTERM: no further model starts
+      return results
   table = markdown_header() + "".join(markdown_line(r) + "\n"
                                       for r in results)
   storage.write_text(storage.join(workdir, "comparison.md"), table)
-  print("\n" + table, file=sys.stdout)
+  print("\n" + table)
   return results
 
