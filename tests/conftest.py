@@ -1,12 +1,35 @@
-"""Test setup: 8 fake CPU devices, offline HF, small fixtures made here.
+"""Test setup: 8 fake CPU devices, offline HF, small fixtures made here, a
+compilation cache shared by the session's processes, and skips that fail
+under CI.
 
 XLA_FLAGS must be set before jax is imported anywhere, hence at the top of
 conftest (pytest imports it first).
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# One persistent JAX compilation cache for this session: the in-process
+# tests and every `python -m bali_jax` subprocess they start (which inherit
+# the environment) compile a step once and load it afterwards. A fresh
+# directory per session, so no run reads executables an earlier checkout
+# wrote. Compilations are still counted: jax logs "Finished XLA
+# compilation" for cache hits too. Set before jax is imported, which reads
+# it once.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="bali_jax_test_jax_cache_")
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# Tiny test programs spend their time compiling, not running: XLA's CPU
+# backend compiles them at optimisation level 0 here (and in the `python -m`
+# runs the tests start: tests/cli_runs.subprocess_env), as CPU numerics are
+# the same IEEE operations; `bench` and users compile at the default level.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
+                      + TEST_XLA_FLAGS)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -16,6 +39,32 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+# CI installs every extra (requirements-bench.txt too): there, a test that
+# skips (a missing extra, a missing tool) is a failure, not a quiet pass.
+STRICT_SKIPS = os.environ.get("CI", "").lower() == "true"
+
+
+def _fail_skip(report, where: str) -> None:
+  if STRICT_SKIPS and report.skipped and not hasattr(report, "wasxfail"):
+    reason = (report.longrepr[-1] if isinstance(report.longrepr, tuple)
+              else str(report.longrepr))
+    report.outcome = "failed"
+    report.longrepr = f"{where} skipped under CI=true: {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+  report = yield
+  _fail_skip(report, item.nodeid)
+  return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+  report = yield  # a module-level importorskip skips at collection
+  _fail_skip(report, collector.nodeid)
+  return report
 
 
 @pytest.fixture(scope="session")
