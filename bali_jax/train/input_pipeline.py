@@ -169,13 +169,16 @@ class InputPipeline:
                         for k in parts[0]})
     return ds.prefetch(2)
 
-  def train_batches(self, start_step: int, with_ids: bool = False):
-    """Yields (step, local batch) from `start_step` on, forever; with
-    `with_ids`, (step, local batch, the rows' example ids)."""
+  def train_batches(self, start_step: int, with_ids: bool = False,
+                    stop: int | None = None):
+    """Yields (step, local batch) from `start_step` on, forever or up to
+    step `stop` (excluded: no batch past the run's last step is read, nor
+    the next view opened); with `with_ids`, (step, local batch, the rows'
+    example ids)."""
     import tensorflow_datasets as tfds
     epoch, index = self.position(start_step)
     step = start_step
-    while True:
+    while stop is None or step < stop:
       view = self.view(epoch)
       n = self.spec["splits"][view]
       steps = self.steps_per_epoch(epoch)
@@ -187,6 +190,8 @@ class InputPipeline:
       seen = 0
       for batch in self._checked(view, tfds.as_numpy(
           self._zip_local(parts))):
+        if stop is not None and step >= stop:
+          return
         ids = batch.pop(ID_KEY)
         yield (step, batch, ids) if with_ids else (step, batch)
         step += 1

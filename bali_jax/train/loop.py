@@ -84,7 +84,8 @@ def check_same_run(cfg) -> None:
 def _abstract_state(cfg, spec, tx, mesh):
   """Abstract state and its shardings, derived from the logical names."""
   example = data.example_batch(spec, cfg)
-  example = _corrupt(cfg, spec, example, jax.random.key(0))
+  example = jax.jit(lambda b, r: _corrupt(cfg, spec, b, r))(  # one program
+      example, jax.random.key(0))
   boxed = jax.eval_shape(lambda r: init_state(cfg, r, example, tx),
                          jax.random.key(0))
   p_shard = sharding.param_shardings(boxed.params, mesh)
@@ -249,12 +250,12 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   tx = make_optimizer(cfg)
   ckpt = Checkpointer(storage.join(workdir, "checkpoints"),
                       cfg.keep_checkpoints)
-  state, abstract, shardings = create_state(cfg, spec, tx, mesh,
-                                            jax.random.key(cfg.seed))
   start = ckpt.latest_step()
-  if start is not None and saved_cfg is not None:
+  if start is not None and saved_cfg is not None:  # refused before compiling
     configs.check_resume(saved_cfg, cfg, workdir,
                          _saved(workdir, "dataset_spec.json"), spec)
+  state, abstract, shardings = create_state(cfg, spec, tx, mesh,
+                                            jax.random.key(cfg.seed))
   if lead:  # after the check: a refused resume leaves the run as it was
     storage.write_text(storage.join(workdir, "config.json"), cfg.to_json())
     # the run carries its tokenizer and record spec: an export never needs
@@ -338,7 +339,8 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
           f"rows {sorted(int(i) for i in ids)}; the latest checkpoint "
           f"(step {ckpt.latest_step()}) holds the last good state")
 
-  batches = data.Prefetch(pipe.train_batches(start, with_ids=True),
+  batches = data.Prefetch(pipe.train_batches(start, with_ids=True,
+                                             stop=cfg.steps),
                           lambda item: (item[0], _global(item[1], mesh),
                                         item[2]))
   pending = None

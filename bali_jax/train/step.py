@@ -77,11 +77,16 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
 
 def init_state(cfg, rng, batch_example, tx) -> TrainState:
   """Fresh state; params keep their LogicallyPartitioned boxes (the caller
-  derives shardings from them and unboxes)."""
+  derives shardings from them and unboxes). One jitted program: called
+  eagerly, Flax's init would compile every initialiser op by op."""
   model = BaliModel(cfg.model)
-  params = model.init(rng, batch_example)["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(nn.meta.unbox(params)))
+
+  @jax.jit
+  def init(rng, batch):
+    params = model.init(rng, batch)["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(nn.meta.unbox(params)))
+  return init(rng, batch_example)
 
 
 def _corrupt(cfg, spec, batch, rng):
