@@ -382,8 +382,11 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   except RuntimeError as e:
-    from bali_jax.train.loop import BadStepsError  # loaded if it was raised
-    if not isinstance(e, BadStepsError):  # a run that stopped itself
+    # loaded if they were raised: a run that stopped itself, an ablation
+    # variant whose run failed (its log kept)
+    from bali_jax.eval.ablation import VariantFailedError
+    from bali_jax.train.loop import BadStepsError
+    if not isinstance(e, (BadStepsError, VariantFailedError)):
       raise
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -20,7 +20,10 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
+
+from bali_jax import storage
 
 # name -> overrides; the first is the preset, the second the authors'
 # exact configuration (the open_default preset differs only in lr_lm).
@@ -49,15 +52,16 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 
 def _finished(run: str, steps: int) -> bool:
-  ckpt = os.path.join(run, "checkpoints")
-  if not os.path.isdir(ckpt):
+  ckpt = storage.join(run, "checkpoints")
+  if not storage.isdir(ckpt):
     return False
-  done = [int(d) for d in os.listdir(ckpt) if d.isdigit()]
+  done = [int(d) for d in storage.listdir(ckpt) if d.isdigit()]
   return bool(done) and max(done) >= steps
 
 
 def _train_summary(run: str) -> dict:
-  rows = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
+  rows = [json.loads(l) for l in storage.read_text(
+      storage.join(run, "metrics.jsonl")).splitlines() if l.strip()]
   train = [r for r in rows if "loss" in r]
   evals = [r for r in rows if "eval_align_accuracy" in r]
   out = {"final_loss": train[-1]["loss"], "final_mlm_loss":
@@ -69,24 +73,58 @@ def _train_summary(run: str) -> dict:
   return out
 
 
+class VariantFailedError(RuntimeError):
+  """A variant's training run exited non-zero (its log names why)."""
+
+
+def _train(cmd: list[str], log: str) -> str | None:
+  """Runs one variant's `train` with its output in `log` (local, or a URL
+  written when it ends); None, or the log's last error line."""
+  with tempfile.TemporaryDirectory() as tmp:
+    local = os.path.join(tmp, "log") if storage.is_url(log) else log
+    with open(local, "w") as f:  # local: the subprocess writes it
+      r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    text = storage.read_text(local)
+    if local != log:
+      storage.copy_file(local, log)
+  if r.returncode == 0:
+    return None
+  lines = [l.strip() for l in text.splitlines() if l.strip()]
+  errs = [l for l in lines if l.startswith("error:") or "Error" in l]
+  return f"exit {r.returncode}: " + (errs or lines or ["(empty log)"])[-1]
+
+
+def _check(data_dir: str, config: str, steps: int, variants: dict,
+           extra) -> None:
+  """Refuses bad input before any variant trains (or any file is
+  written): the data, the preset and every variant's overrides."""
+  from bali_jax import configs
+  from bali_jax.train.input_pipeline import load_spec
+  base_cfg = configs.get_config(config)
+  for name, overrides in variants.items():
+    try:
+      configs.apply_overrides(base_cfg, [f"steps={steps}", *extra,
+                                         *overrides])
+    except ValueError as e:
+      raise ValueError(f"variant {name}: {e}") from None
+  load_spec(data_dir)
+
+
 def run_ablation(data_dir: str, workdir: str, config: str = "open_default",
                  steps: int = 150, variants: dict | None = None,
                  extra: list[str] = (), baseline: str | None = None) -> dict:
   from bali_jax import configs
   from bali_jax.eval import report as report_lib
   variants = variants or DEFAULT_VARIANTS
-  os.makedirs(workdir, exist_ok=True)
-  base_cfg = configs.get_config(config)
-  baseline = baseline or base_cfg.init_from
+  _check(data_dir, config, steps, variants, extra)
+  storage.makedirs(workdir)
+  baseline = baseline or configs.get_config(config).init_from
   runs, info = [], {}
   for name, overrides in variants.items():
-    run = os.path.join(workdir, name)
+    run = storage.join(workdir, name)
     cmd = [sys.executable, "-m", "bali_jax", "train", "--config", config,
            "--workdir", run, f"data_dir={data_dir}", f"steps={steps}",
            f"save_every={steps}", *extra, *overrides]
-    # validate before spending minutes on training
-    configs.apply_overrides(base_cfg, [f"steps={steps}", *extra,
-                                       *overrides])
     shown = "python -m bali_jax " + " ".join(shlex.quote(c)
                                             for c in cmd[3:])
     t0 = time.time()
@@ -96,25 +134,24 @@ def run_ablation(data_dir: str, workdir: str, config: str = "open_default",
       print(f"[ablate] {name}: finished run found, not retraining")
     else:
       print(f"[ablate] {name}: {shown}", flush=True)
-      with open(os.path.join(workdir, f"{name}.log"), "w") as log:
-        r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
-      if r.returncode:
-        raise RuntimeError(f"variant {name} failed (exit {r.returncode}); "
-                           f"see {workdir}/{name}.log")
+      log = storage.join(workdir, f"{name}.log")
+      failed = _train(cmd, log)
+      if failed:
+        raise VariantFailedError(f"variant {name} failed ({failed}); "
+                                 f"log: {log}")
     info[name] = {"overrides": overrides, "command": shown,
                   "train_seconds": round(time.time() - t0, 1),
                   **_train_summary(run)}
     runs.append(run)
   models = ([baseline] if baseline else []) + runs
   rep = report_lib.evaluate(models, data_dir=data_dir,
-                            out=os.path.join(workdir, "ablation_eval.json"))
+                            out=storage.join(workdir, "ablation_eval.json"))
   out = {"config": config, "steps": steps, "data_dir": data_dir,
          "extra": list(extra), "baseline": baseline, "variants": info,
          "evaluate": rep}
-  with open(os.path.join(workdir, "ablation.json"), "w") as f:
-    json.dump(out, f, indent=2)
-  with open(os.path.join(workdir, "ablation.md"), "w") as f:
-    f.write(to_markdown(out))
+  storage.write_text(storage.join(workdir, "ablation.json"),
+                     json.dumps(out, indent=2))
+  storage.write_text(storage.join(workdir, "ablation.md"), to_markdown(out))
   return out
 
 

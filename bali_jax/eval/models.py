@@ -64,12 +64,24 @@ def load_run(workdir: str):
   return cfg.model.bert, params, tok, step, cfg, spec
 
 
-def load(src: str) -> LoadedBert:
+def check_source(src: str) -> str:
+  """The directory `--model SRC` names, once it is known to be a run or an
+  HF BERT directory: a bad source is refused before anything is loaded."""
   from bali_jax import open_data
-  from bali_jax.hf import importer as hf_import
   path = open_data.resolve_model_dir(src)
   if not storage.isdir(path):
     raise FileNotFoundError(f"--model {src}: no such directory")
+  if not is_run_dir(path) and not is_hf_dir(path):
+    raise ValueError(f"--model {src}: neither a training run directory "
+                     "(config.json + checkpoints/) nor a Hugging Face BERT "
+                     "directory (config.json + weights)")
+  return path
+
+
+def load(src: str) -> LoadedBert:
+  from bali_jax import open_data
+  from bali_jax.hf import importer as hf_import
+  path = check_source(src)
   if is_run_dir(path):
     bert_cfg, params, tok, step, cfg, spec = load_run(path)
     b = spec["budgets"]
@@ -78,10 +90,6 @@ def load(src: str) -> LoadedBert:
                       pooling=cfg.model.name_pooling,
                       max_name_tokens=b["max_name_tokens"],
                       seq_len=b["seq_len"], step=step, run_dir=path)
-  if not is_hf_dir(path):
-    raise ValueError(f"--model {src}: neither a training run directory "
-                     "(config.json + checkpoints/) nor a Hugging Face BERT "
-                     "directory (config.json + weights)")
   with storage.local_copy(path) as d:  # a gs:// HF directory too
     pre = hf_import.load_pretrained(d)
   label = src if src == open_data.STARTER_ALIAS else \

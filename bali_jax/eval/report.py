@@ -35,9 +35,21 @@ def load_dictionary(data_dir: str | None, kg: str | None,
   return d.restrict(restrict) if restrict else d
 
 
+NOTHING_TO_EVALUATE = ("nothing to evaluate: give --data DIR (held-out "
+                       "synonyms, test mentions) and/or --corpus FILE")
+
+
+def _check_queries(data_dir, corpus, corpus_format) -> None:
+  if corpus and corpus_format not in ("pubtator", "bern2"):
+    raise ValueError("--corpus needs --corpus-format pubtator|bern2")
+  if not data_dir and not corpus:
+    raise ValueError(NOTHING_TO_EVALUATE)
+
+
 def load_queries(d, data_dir=None, corpus=None, corpus_format=None,
                  kinds=("heldout_synonyms", "test_mentions"),
                  limit: int | None = None, strict: bool = False):
+  _check_queries(data_dir, corpus, corpus_format)
   sets = []
   if data_dir:
     if "heldout_synonyms" in kinds:
@@ -46,12 +58,9 @@ def load_queries(d, data_dir=None, corpus=None, corpus_format=None,
         storage.join(data_dir, "test_mentions.jsonl")):
       sets.append(queries_lib.test_mentions(data_dir, d))
   if corpus:
-    if corpus_format not in ("pubtator", "bern2"):
-      raise ValueError("--corpus needs --corpus-format pubtator|bern2")
     sets.append(queries_lib.corpus(corpus, corpus_format, d, strict))
   if not sets:
-    raise ValueError("nothing to evaluate: give --data DIR (held-out "
-                     "synonyms, test mentions) and/or --corpus FILE")
+    raise ValueError(NOTHING_TO_EVALUATE)
   return sets
 
 
@@ -100,8 +109,11 @@ def evaluate(models: list[str], *, data_dir=None, kg=None, corpus=None,
              corpus_format=None, restrict=None, limit=None, strict=False,
              out=None, progress=True) -> dict:
   """Evaluates each model; returns the report (and writes it)."""
-  from bali_jax.eval.models import load
+  from bali_jax.eval.models import check_source, load
   t0 = time.time()
+  _check_queries(data_dir, corpus, corpus_format)  # before the slow parts
+  for src in models:
+    check_source(src)
   d = load_dictionary(data_dir, kg, restrict)
   sets = load_queries(d, data_dir, corpus, corpus_format, limit=limit,
                       strict=strict)
