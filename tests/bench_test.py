@@ -152,6 +152,7 @@ def test_unpack_for_the_authors_stack_keeps_the_same_work():
   assert sorted(flat.tolist()) == sorted(packed[m].tolist())
 
 
+@pytest.mark.slow
 def test_bench_on_records_reports_every_field(tiny_dataset, tmp_path):
   from bali_jax.cli import main
   out = tmp_path / "bench.json"
@@ -179,30 +180,36 @@ def test_bench_on_records_reports_every_field(tiny_dataset, tmp_path):
   assert r["device"]["count"] == 8 and r["versions"]["jax"]
 
 
+@pytest.mark.slow
 def test_bench_synthetic_and_against_torch(tmp_path):
-  """The PyTorch peer needs the bench extras; without them only ours."""
+  """Synthetic batches, ours beside the authors' PyTorch stack. Without the
+  bench extras only ours runs and the test then skips (a failure under
+  CI=true, which installs them)."""
   from bali_jax.cli import main
   try:
     import pytorch_metric_learning  # noqa: F401
     import torch_geometric  # noqa: F401
-    peer = ["--compare-torch"]
-  except ImportError:
-    peer = []
+    missing = None
+  except ImportError as e:
+    missing = e
   out = tmp_path / "bench.json"
   assert main(["bench", "--config", "tiny", "--synthetic", "--steps", "2",
                "--warmup", "1", "--rounds", "2", "--no-breakdown",
-               "--out", str(out), *peer]) == 0
+               "--out", str(out)]
+              + ([] if missing else ["--compare-torch"])) == 0
   r = json.load(open(out))
   assert r["data"]["kind"] == "synthetic"
   assert r["batch"]["budgets"]["name_rows"] == \
       r["data"]["budgets"]["name_rows"]
   assert r["input_pipeline"]["rows_per_s"] is None
   assert "phases_s" not in r
-  if peer:
-    q = r["torch"]
-    assert q["step_s"]["n"] == 2 and q["losses_finite"]
-    assert q["shapes"]["entities"] > 0
-    assert r["ratio_ours_over_torch"]["sentences_per_s"] > 0
+  if missing:
+    assert "torch" not in r
+    pytest.skip(f"the PyTorch half needs requirements-bench.txt: {missing}")
+  q = r["torch"]
+  assert q["step_s"]["n"] == 2 and q["losses_finite"]
+  assert q["shapes"]["entities"] > 0
+  assert r["ratio_ours_over_torch"]["sentences_per_s"] > 0
 
 
 def test_peak_table_takes_the_longest_prefix_and_cpu_is_measured():

@@ -1,22 +1,35 @@
 """Training runs as users start them (`python -m bali_jax train` in a
-subprocess), for the tests that kill, resume and compare them."""
+subprocess), for the tests that kill, resume and compare them; and SIGTERM
+to an in-process run, whose handler is the same."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 # the run every resume test compares against (tiny config, 2 x 4 mesh)
 UNINTERRUPTED = ("steps=10", "save_every=100", "mesh_data=2", "mesh_fsdp=4")
 
 
+def subprocess_env(devices: int | None = None, **extra) -> dict:
+  """The environment of a `python -m` run started by a test: this
+  session's (its compilation cache, the test XLA flags) without the
+  session's fake device count, or with `devices` of them."""
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if "device_count" not in f]
+  if devices:
+    flags.append(f"--xla_force_host_platform_device_count={devices}")
+  return {**os.environ, "XLA_FLAGS": " ".join(flags), **extra}
+
+
 def train_cli(workdir, data_dir, *overrides, env=None, devices=8, extra=()):
-  env = {**os.environ, **(env or {})}
-  env.pop("XLA_FLAGS", None)
+  env = subprocess_env(**(env or {}))  # devices: --num-cpu-devices below
   cmd = [sys.executable, "-m", "bali_jax", "train", "--config", "tiny",
          "--workdir", str(workdir), "--num-cpu-devices", str(devices),
          *extra, f"data_dir={data_dir}", *overrides]
@@ -54,3 +67,26 @@ def sigterm_after(proc, workdir, steps: int) -> str:
   assert proc.returncode == 0, out[-3000:]
   assert "SIGTERM: saved step" in out, out[-2000:]
   return out
+
+
+@contextlib.contextmanager
+def sigterm_self_after(workdir, steps: int):
+  """For an in-process run: SIGTERM this process once `steps` steps of
+  `workdir` are logged (the run's own handler saves and stops it); the
+  handler that was there before is put back afterwards."""
+  before = signal.getsignal(signal.SIGTERM)
+  stop = threading.Event()
+
+  def watch():
+    while not stop.wait(0.05):
+      if len(losses(workdir)) >= steps:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+  t = threading.Thread(target=watch, daemon=True)
+  t.start()
+  try:
+    yield
+  finally:
+    stop.set()
+    t.join()
+    signal.signal(signal.SIGTERM, before)

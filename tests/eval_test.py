@@ -13,6 +13,7 @@ import pytest
 from bali_jax.eval import dictionary as dlib
 from bali_jax.eval import linking, queries as qlib, report
 from tests import eval_fixtures as efx
+from tests.cli_runs import subprocess_env
 
 
 def _dict(names_per_concept):
@@ -311,10 +312,11 @@ def test_empty_dictionary_and_unknown_prefix_are_clear_errors(tmp_path):
 
 
 # ------------------------------------------------------------ CLI
+@pytest.mark.slow
 def test_evaluate_cli_two_models_table_and_json(tmp_path, starter_dir):
   data = efx.write_eval_dataset(str(tmp_path / "ds"))
   out = tmp_path / "report.json"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = subprocess_env(devices=2)
   r = subprocess.run(
       [sys.executable, "-m", "bali_jax", "evaluate", "--model", "starter",
        "--model", starter_dir, "--data", data, "--corpus",
@@ -339,6 +341,7 @@ def test_evaluate_cli_two_models_table_and_json(tmp_path, starter_dir):
 
 
 # ------------------------------------------------------------ in training
+@pytest.mark.slow
 def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
   from bali_jax import configs
   from bali_jax.train.loop import train_and_evaluate
@@ -361,24 +364,34 @@ def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
   assert saved["models"][0]["step"] == 4
 
 
-def test_ablation_runner_table(tiny_dataset, tmp_path):
+@pytest.mark.slow
+def test_ablation_runner_table(tiny_dataset, tmp_path, monkeypatch):
   from bali_jax.eval import ablation
   work = str(tmp_path / "abl")
   out = ablation.run_ablation(
       tiny_dataset, work, config="tiny", steps=2,
-      variants={"authors": [], "no_mlm": ["mlm_probability=0"]},
+      variants={"authors": [], "seed_1": ["seed=1"]},  # one compiled step
       extra=["eval_batches=1"])
   md = open(os.path.join(work, "ablation.md")).read()
-  assert "| authors |" in md and "| no_mlm |" in md
-  assert "mlm_probability=0" in out["variants"]["no_mlm"]["command"]
-  assert out["variants"]["no_mlm"]["final_mlm_loss"] == 0.0
+  assert "| authors |" in md and "| seed_1 |" in md
+  v = out["variants"]
+  assert v["seed_1"]["command"].endswith(" seed=1")
+  # the override reached its run, and only its run
+  seeds = {n: json.load(open(os.path.join(work, n, "config.json")))["seed"]
+           for n in v}
+  assert seeds == {"authors": 29, "seed_1": 1}  # the preset's, and 1
+  assert v["seed_1"]["final_loss"] != v["authors"]["final_loss"]
   labels = [m["label"] for m in out["evaluate"]["models"]]
-  assert labels == ["authors@2", "no_mlm@2"]
+  assert labels == ["authors@2", "seed_1@2"]
   # finished runs are not trained again
+  def train(cmd, log):
+    raise AssertionError(f"trained again: {cmd}")
+  monkeypatch.setattr(ablation, "_train", train)
   again = ablation.run_ablation(
       tiny_dataset, work, config="tiny", steps=2,
       variants={"authors": []}, extra=["eval_batches=1"])
-  assert again["variants"]["authors"]["train_seconds"] < 5
+  assert again["variants"]["authors"]["final_loss"] == \
+      out["variants"]["authors"]["final_loss"]
 
 
 def test_dictionary_from_kg_with_alt_ids_and_replaced_terms(tmp_path):

@@ -21,6 +21,7 @@ from bali_jax.train.loop import (BadStepsError, _global, create_state,
                                  train_and_evaluate)
 from bali_jax.train.step import make_optimizer, train_step
 from tests.cli_runs import UNINTERRUPTED, losses, train_cli
+from tests.compiles import compilations
 
 
 def _cfg(data_dir, **kw):
@@ -34,6 +35,7 @@ def _same(a, b) -> bool:
                                        equal_nan=True)), a, b)))
 
 
+@pytest.mark.slow
 def test_a_non_finite_step_is_skipped_and_a_finite_one_applied(tiny_dataset):
   spec = data.load_spec(tiny_dataset)
   cfg = _cfg(tiny_dataset)
@@ -59,6 +61,7 @@ def test_a_non_finite_step_is_skipped_and_a_finite_one_applied(tiny_dataset):
                    jax.device_get(state.params))
 
 
+@pytest.mark.slow
 def test_consecutive_bad_steps_stop_the_run_with_good_checkpoints_only(
     tiny_dataset, tmp_path):
   """An absurd learning rate overflows the weights after the first
@@ -86,14 +89,16 @@ def test_consecutive_bad_steps_stop_the_run_with_good_checkpoints_only(
   ck.close()
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_config_and_allows_cadence(tiny_dataset,
                                                            tmp_path):
   wd = str(tmp_path / "run")
   train_and_evaluate(_cfg(tiny_dataset, steps=2, save_every=2), wd)
   saved = open(os.path.join(wd, "config.json")).read()
-  with pytest.raises(ValueError) as e:
+  with compilations() as names, pytest.raises(ValueError) as e:
     train_and_evaluate(_cfg(tiny_dataset, steps=4, lr_lm=3e-5,
                             **{"gnn.heads": 4}), wd)
+  assert names == []  # refused before anything was compiled
   msg = str(e.value)
   assert "lr_lm: 2e-05 -> 3e-05" in msg
   assert "model.gnn.heads: 2 -> 4" in msg and "steps" not in msg.split(
@@ -191,50 +196,72 @@ def test_resumed_log_keeps_the_steps_of_its_checkpoint(tmp_path):
       (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
 
 
-def test_sigkill_anywhere_resumes_exactly(tiny_dataset, uninterrupted_run,
-                                         tmp_path):
-  """SIGKILL (no handler runs) at three points of one run: after a random
-  number of steps, inside an async checkpoint save (a temporary Orbax
-  directory exists), and at a random moment after start. Each restart
-  resumes from the last committed checkpoint; the log and the per-step
-  losses end up equal to an uninterrupted run's."""
+def _kill_when(proc, hit, poll: float) -> str:
+  """SIGKILL `proc` once `hit()` is true; its output. Fails if the run
+  ended first: every kill of the sequence must happen."""
+  t0 = time.time()
+  while proc.poll() is None and time.time() - t0 < 600:
+    if hit():
+      proc.kill()
+      break
+    time.sleep(poll)
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == -9, (
+      f"the run ended (exit {proc.returncode}) before its kill\n{out[-3000:]}")
+  return out
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("uninterrupted_run")  # one worker builds it
+def test_kill_sequence_resumes_exactly(tiny_dataset, uninterrupted_run,
+                                       tmp_path):
+  """One run stopped three ways, then finished with the same command:
+  SIGTERM (the handler saves), SIGKILL (no handler runs) at a random moment
+  mid-run (a random number of steps and a random fraction of a step after
+  the restart), SIGKILL inside an async checkpoint save (a new temporary
+  Orbax directory exists). Each restart resumes from the last committed
+  checkpoint; the log and the per-step losses end up equal to the
+  uninterrupted run's, no step logged twice."""
+  from tests.cli_runs import sigterm_after
   common = UNINTERRUPTED + ("save_every=2",)  # cadence may change
   want = losses(uninterrupted_run)
   assert sorted(want) == list(range(1, 11))
   part = tmp_path / "part"
   ckpts = part / "checkpoints"
   rng = np.random.default_rng(0)
-  # the first kill comes after a committed checkpoint (saves are async)
-  kills = [("steps", int(rng.integers(5, 7))), ("save", None),
-           ("seconds", float(rng.uniform(2.0, 12.0)))]
-  seen, outs = [], []
-  for kind, at in kills:
-    proc = train_cli(part, tiny_dataset, *common)
-    t0, base = time.time(), max(losses(part), default=0)
-    tmp = lambda: {n for n in (os.listdir(ckpts) if ckpts.exists() else [])
-                   if ".orbax-checkpoint-tmp" in n}
-    left = tmp()  # a killed save may leave its temporary directory
-    while proc.poll() is None and time.time() - t0 < 600:
-      if kind == "steps":
-        hit = max(losses(part), default=0) >= base + at
-      elif kind == "save":
-        hit = bool(tmp() - left)  # this run is writing a checkpoint
-      else:
-        hit = time.time() - t0 >= at
-      if hit:
-        proc.kill()  # SIGKILL
-        seen.append(kind)
-        break
-      time.sleep(0.002)
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode in (-9, 0), out[-3000:]
-    outs.append(out)
-  assert seen[:2] == ["steps", "save"], seen  # the save kill happened
-  assert "resumed from step" in outs[1]
+  done = lambda: max(losses(part), default=0)
+
+  # 1. SIGTERM after the first step: saved, exit 0
+  sigterm_after(train_cli(part, tiny_dataset, *common), part, 1)
+  stopped = done()
+  assert 1 <= stopped < 10
+
+  # 2. SIGKILL mid-run: 2 or 3 steps after the restart, then up to a
+  # step's time more (steps take ~0.2 s here)
+  at, extra = int(rng.integers(2, 4)), float(rng.uniform(0.0, 0.2))
+  seen = {}
+
+  def mid_run():
+    if done() < stopped + at:
+      return False
+    seen.setdefault("t", time.time())
+    return time.time() - seen["t"] >= extra
+  out = _kill_when(train_cli(part, tiny_dataset, *common), mid_run, 0.02)
+  assert f"resumed from step {stopped}" in out
+  assert done() < 10
+
+  # 3. SIGKILL while this run writes a checkpoint (saves are async)
+  tmp = lambda: {n for n in (os.listdir(ckpts) if ckpts.exists() else [])
+                 if ".orbax-checkpoint-tmp" in n}
+  left = tmp()  # a killed save may have left its temporary directory
+  _kill_when(train_cli(part, tiny_dataset, *common),
+             lambda: bool(tmp() - left), 0.005)
+
   last = train_cli(part, tiny_dataset, *common)
   out, _ = last.communicate(timeout=600)
   assert last.returncode == 0, out[-3000:]
-  assert losses(part) == want
+  assert "resumed from step" in out
+  assert losses(part) == want  # exact, step by step
   lines = [json.loads(l) for l in open(part / "metrics.jsonl")]
   steps = [l["step"] for l in lines if "loss" in l]
   assert steps == sorted(set(steps))  # no step logged twice

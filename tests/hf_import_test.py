@@ -15,6 +15,7 @@ from bali_jax.hf.importer import CheckpointError, load_pretrained
 from bali_jax.model.bert import init_params
 from bali_jax.model.config import tiny_config
 from tests.export_hf_test import _tokenizer
+from tests.cli_runs import subprocess_env
 
 CFG = tiny_config()
 
@@ -120,7 +121,7 @@ def test_legacy_names_are_accepted(hf_dir):
 
 
 def test_cli_export_hf(hf_dir, tmp_path):
-  env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+  env = subprocess_env(HF_HUB_OFFLINE="1")
   out = tmp_path / "cli_out"
   run = subprocess.run(
       [sys.executable, "-m", "bali_jax", "export-hf", "--source",

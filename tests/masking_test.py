@@ -50,7 +50,8 @@ def _run(bt, seed, **kw):
 def test_mlm_selects_only_real_non_special_tokens_at_the_right_rate():
   bt = _batch(b=8)
   sel = 0
-  counts = {"mask": 0, "random_or_same": 0}
+  counts = {"mask": 0, "random": 0, "same": 0}
+  drawn = []  # the random replacements
   cand_total = 0
   for seed in range(60):
     out = _run(bt, seed, max_predictions=32)
@@ -63,7 +64,9 @@ def test_mlm_selects_only_real_non_special_tokens_at_the_right_rate():
     np.testing.assert_array_equal(out["mlm_labels"][w], orig)
     new = out["input_ids"][rows, pos[w]]
     counts["mask"] += int((new == MASK).sum())
-    counts["random_or_same"] += int((new != MASK).sum())
+    counts["same"] += int(((new != MASK) & (new == orig)).sum())
+    counts["random"] += int(((new != MASK) & (new != orig)).sum())
+    drawn.extend(new[(new != MASK) & (new != orig)].tolist())
     sel += int(w.sum())
     cand_total += int(((bt["segment_ids"] > 0)
                        & ~np.isin(bt["input_ids"], SPECIAL)).sum())
@@ -73,7 +76,15 @@ def test_mlm_selects_only_real_non_special_tokens_at_the_right_rate():
     sel_mask[np.nonzero(w)[0], pos[w]] = True
     assert not (changed & ~sel_mask).any()
   assert 0.13 < sel / cand_total < 0.17, sel / cand_total
-  assert 0.76 < counts["mask"] / sel < 0.84
+  # 80 / 10 / 10 (a random draw equal to the original, 1 in 1000, counts
+  # as unchanged); bounds about 4 sd over ~1,000 selections
+  assert sel > 800, sel
+  assert 0.76 < counts["mask"] / sel < 0.84, counts
+  assert 0.06 < counts["random"] / sel < 0.14, counts
+  assert 0.06 < counts["same"] / sel < 0.14, counts
+  # random tokens come from the whole vocabulary, not a few ids
+  assert all(0 <= t < VOCAB for t in drawn)
+  assert len(set(drawn)) > 0.8 * len(drawn)
 
 
 def test_mention_masking_masks_all_mention_tokens_and_excludes_them():

@@ -49,11 +49,28 @@ def test_starter_forward_matches_transformers(starter_dir):
 
 
 def test_starter_scanned_bfloat16_import(starter_dir):
+  """Scanned layers in bfloat16 compute: float32 master weights, and the
+  forward agrees with the float32 one at a bfloat16 tolerance (8-bit
+  mantissa, 6 layers): every real token's state within 2% of the states'
+  scale and cosine >= 0.9995 to its float32 state (measured: 0.6% and
+  0.99994)."""
   pre = load_pretrained(starter_dir, scan_layers=True, dtype="bfloat16")
   k = pre.params["bert"]["encoder"]["layers"]["layer"]["query"]["kernel"]
   assert k.shape == (6, 384, 12, 32) and k.dtype == np.float32
-  enc = pre.tokenizer(SENTENCES[:2], padding=True, return_tensors="np")
-  out = BertModel(pre.config).apply({"params": pre.params["bert"]},
-                                    enc["input_ids"], enc["attention_mask"])
-  assert np.isfinite(np.asarray(out["last_hidden_state"],
-                                np.float32)).all()
+  ref = load_pretrained(starter_dir)
+  enc = pre.tokenizer(SENTENCES, padding=True, return_tensors="np")
+  args = (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+  out = jax.jit(BertModel(pre.config).apply)(
+      {"params": pre.params["bert"]}, *args)["last_hidden_state"]
+  want = np.asarray(jax.jit(BertModel(ref.config).apply)(
+      {"params": ref.params["bert"]}, *args)["last_hidden_state"])
+  assert out.dtype == jax.numpy.bfloat16
+  real = enc["attention_mask"].astype(bool)
+  got = np.asarray(out, np.float32)[real]
+  want = want[real]
+  scale = np.abs(want).max()
+  assert np.abs(got - want).max() <= 0.02 * scale
+  cos = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1)
+                                * np.linalg.norm(want, axis=-1))
+  assert cos.min() >= 0.9995, cos.min()
+  assert np.abs(got - want).max() > 0  # it did compute in bfloat16
