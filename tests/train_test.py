@@ -11,8 +11,7 @@ import pytest
 
 from bali_jax import configs
 from bali_jax.train import input_pipeline as data, sharding
-from bali_jax.train.checkpoint import Checkpointer
-from bali_jax.train.loop import _abstract_state, _global, create_state
+from bali_jax.train.loop import _global, create_state
 from bali_jax.train.loop import train_and_evaluate
 from bali_jax.train.step import make_optimizer, train_step
 from tests.cli_runs import losses, sigterm_self_after, train_cli
@@ -84,61 +83,6 @@ def test_one_compilation_per_run(tiny_dataset, tmp_path):
   saved = json.load(open(tmp_path / "run" / "config.json"))
   # saved as resolved: one input shard per process (kept by resumes)
   assert configs.from_dict(saved) == cfg.replace(data_shards=1)
-
-
-@pytest.mark.slow
-@pytest.mark.xdist_group("uninterrupted_run")  # one worker builds it
-def test_final_checkpoint_restores_on_other_meshes_and_exports(
-    tiny_dataset, uninterrupted_run, tmp_path):
-  """The uninterrupted run's last checkpoint (the kill sequence in
-  faults_test resumes to its losses) restores onto other mesh shapes bit
-  for bit and exports to a directory transformers loads."""
-  full = uninterrupted_run
-  # the final checkpoint restores onto other mesh shapes, bit for bit
-  cfg = configs.load_run_config(str(full))
-  spec = data.load_spec(tiny_dataset)
-  tx = make_optimizer(cfg)
-  ckpt = Checkpointer(str(full / "checkpoints"))
-  restored = []
-  for shape in ((2, 4, 1), (8, 1, 1), (1, 1, 1)):
-    devs = np.asarray(jax.devices()[:int(np.prod(shape))]).reshape(shape)
-    mesh = jax.sharding.Mesh(devs, sharding.MESH_AXES)
-    abstract, _, _ = _abstract_state(cfg, spec, tx, mesh)
-    state, meta = ckpt.restore(10, abstract)
-    assert meta["step"] == 10
-    k = state.params["bert"]["encoder"]["layer_0"]["query"]["kernel"]
-    assert k.sharding.mesh.shape == dict(zip(sharding.MESH_AXES, shape))
-    restored.append(jax.device_get(state))
-  ckpt.close()
-  for other in restored[1:]:
-    jax.tree.map(np.testing.assert_array_equal, restored[0], other)
-
-  # the run exports to a directory transformers loads, weights included
-  from bali_jax.cli import main
-  import transformers
-  hf = tmp_path / "hf"
-  assert main(["export-hf", "--source", str(full), "--out", str(hf)]) == 0
-  model, info = transformers.AutoModelForMaskedLM.from_pretrained(
-      hf, output_loading_info=True)
-  assert not info["missing_keys"] and not info["mismatched_keys"]
-  w = model.bert.encoder.layer[0].intermediate.dense.weight.detach().numpy()
-  np.testing.assert_array_equal(
-      w, restored[0].params["bert"]["encoder"]["layer_0"]["intermediate"][
-          "kernel"].T)
-  # the GNN is saved beside it and rebuilds the same graph encoder
-  from bali_jax.model.graph_io import load_graph_encoder
-  module, gnn, meta = load_graph_encoder(str(hf))
-  d = cfg.model.bert.hidden_size
-  assert meta["graph_encoder"] == "gat" and meta["out_features"] == d
-  jax.tree.map(np.testing.assert_array_equal, gnn,
-               restored[0].params["gnn"])
-  import jraph
-  x = np.random.default_rng(0).standard_normal((1, 4, d)).astype(np.float32)
-  g = jraph.GraphsTuple(nodes=x, edges=None, senders=np.array([[1, 2, 3]]),
-                        receivers=np.array([[0, 0, 0]]),
-                        n_node=np.array([[4]]), n_edge=np.array([[3]]),
-                        globals=None)
-  assert module.apply({"params": gnn}, g, np.array([[0]])).shape == (1, 1, d)
 
 
 @pytest.mark.slow
