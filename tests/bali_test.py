@@ -3,7 +3,6 @@
 import flax.linen as nn
 import jax
 import numpy as np
-import pytest
 
 from bali_jax.model.bali import BaliConfig, BaliModel
 from bali_jax.model.config import tiny_config
