@@ -84,11 +84,11 @@ def _train(cmd: list[str], log: str) -> str | None:
     local = os.path.join(tmp, "log") if storage.is_url(log) else log
     with open(local, "w") as f:  # local: the subprocess writes it
       r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
-    text = storage.read_text(local)
     if local != log:
       storage.copy_file(local, log)
-  if r.returncode == 0:
-    return None
+    if r.returncode == 0:
+      return None
+    text = storage.read_text(local)  # only a failure needs its log read
   lines = [l.strip() for l in text.splitlines() if l.strip()]
   errs = [l for l in lines if l.startswith("error:") or "Error" in l]
   return f"exit {r.returncode}: " + (errs or lines or ["(empty log)"])[-1]
