@@ -259,12 +259,12 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   if lead:  # after the check: a refused resume leaves the run as it was
     storage.write_text(storage.join(workdir, "config.json"), cfg.to_json())
     # the run carries its tokenizer and record spec: an export never needs
-    # the data directory
+    # the data directory. The tokenizer's files are copied as data_prep
+    # wrote them (loading it would import transformers, seconds per start)
     storage.write_text(storage.join(workdir, "dataset_spec.json"),
                        json.dumps(spec, indent=2))
-    from bali_jax.hf.tokenizer import save_tokenizer
-    with storage.local_staging(storage.join(workdir, "tokenizer")) as d:
-      save_tokenizer(data_tokenizer(cfg, spec), d)
+    storage.copy_tree(storage.join(cfg.data_dir, spec["tokenizer_dir"]),
+                      storage.join(workdir, "tokenizer"))
   if start is not None:
     state, meta = ckpt.restore(start, abstract)
     print(f"resumed from step {start} (epoch, batch) = "
