@@ -316,7 +316,7 @@ def test_empty_dictionary_and_unknown_prefix_are_clear_errors(tmp_path):
 def test_evaluate_cli_two_models_table_and_json(tmp_path, starter_dir):
   data = efx.write_eval_dataset(str(tmp_path / "ds"))
   out = tmp_path / "report.json"
-  env = subprocess_env(devices=2)
+  env = subprocess_env(devices=2, optimized=True)
   r = subprocess.run(
       [sys.executable, "-m", "bali_jax", "evaluate", "--model", "starter",
        "--model", starter_dir, "--data", data, "--corpus",

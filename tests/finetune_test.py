@@ -300,7 +300,8 @@ def _cli_args(toy, workdir, *extra):
 
 def _cli(toy, workdir, *extra):
   cmd = _cli_args(toy, workdir, *extra) + ["--num-cpu-devices", "2"]
-  return subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE,
+  return subprocess.Popen(cmd, env=subprocess_env(optimized=True),
+                          stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 
 

@@ -92,23 +92,24 @@ def test_linear_kind_trains_compiles_once_resumes_and_exports(
   compilation, losses fall, SIGTERM + resume reproduce the uninterrupted
   run, and the export is a plain BERT (no graph encoder file). In-process:
   the CLI's SIGTERM path is the kill sequence's (faults_test)."""
-  cfg = _cfg(tiny_dataset, steps=14, save_every=100, graph_encoder="linear",
+  cfg = _cfg(tiny_dataset, steps=10, save_every=100, graph_encoder="linear",
              graph_mlm="true", concept_name_masking_prob=0.5, lr_lm=1e-3,
-             lr_other=1e-3, log_every=1)
+             lr_other=1e-3, log_every=1, mesh_data=2, mesh_fsdp=4)
   full = tmp_path / "full"
   with compilations() as names:
     train_and_evaluate(cfg, str(full))
   assert names.count("jit(bali_train_step)") == 1, names
   want = losses(full)
   first = np.mean([want[s][0] for s in (1, 2, 3)])
-  last = np.mean([want[s][0] for s in (12, 13, 14)])
+  last = np.mean([want[s][0] for s in (8, 9, 10)])
+  print("linear kind: mean loss of steps 1-3 vs 8-10", first, last)
   assert last < first - 1.0, (first, last)
   rows = [json.loads(l) for l in open(full / "metrics.jsonl")]
   assert all(r["gmlm_loss"] > 0 for r in rows if "gmlm_loss" in r)
   part = tmp_path / "part"
   with sigterm_self_after(part, 4):
     train_and_evaluate(cfg, str(part))
-  assert 4 <= max(losses(part)) < 14
+  assert 4 <= max(losses(part)) < 10
   train_and_evaluate(cfg, str(part))  # the same call resumes
   assert losses(part) == want
   from bali_jax.cli import main
