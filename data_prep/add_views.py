@@ -26,9 +26,9 @@ from bali_jax.features import spec_budgets
 from bali_jax.hf.tokenizer import load_tokenizer
 from data_prep import card
 from data_prep.build import SPEC_FILE, make_linearizer, train_row_means
-from data_prep.errors import BadInputError
-from data_prep.examples import NameTokens
-from data_prep.kg import read_tsv
+from bali_jax.readers.errors import BadInputError
+from bali_jax.records.examples import NameTokens
+from bali_jax.readers.kg import read_tsv
 from data_prep.views import ViewRows
 
 

@@ -39,7 +39,7 @@ import uuid
 import apache_beam as beam
 
 from bali_jax import storage
-from data_prep.packing import PackStats
+from bali_jax.records.packing import PackStats
 
 DOCS_PER_SHARD = 256
 RUNNER_CLASS = {"direct": "DirectRunner", "dataflow": "DataflowRunner",
@@ -117,7 +117,7 @@ class TokenizeShard(beam.DoFn):
   def process(self, shard: int):
     import io
     from data_prep.build import SPLITS, CorpusTally, _process
-    from data_prep.errors import BadInputError, BadRecords
+    from bali_jax.readers.errors import BadInputError, BadRecords
     docs = _load(storage.join(self.temp, "docs", f"{shard:06d}.pkl"))
     files = {s: io.StringIO() for s in SPLITS}
     tally = CorpusTally(files)
@@ -156,7 +156,7 @@ def tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad,
   """Stage 1 (see the module doc); returns what the local loop returns.
   `temp`: the build's worker directory (`temp_dir`)."""
   from data_prep.build import SPLITS, CorpusTally
-  from data_prep.errors import BadInputError
+  from bali_jax.readers.errors import BadInputError
   _dump(storage.join(temp, "context.pkl"),
         (kg, tokenizer, linker, o.budgets.seq_len, bad.skip))
   shards = _shard_documents(documents, temp)

@@ -42,12 +42,12 @@ from bali_jax import storage
 from bali_jax.features import Budgets
 from bali_jax.hf.tokenizer import save_tokenizer
 from data_prep import card
-from data_prep.corpus import split_sentences
-from data_prep.errors import BadInputError, BadRecords
-from data_prep.examples import NameTokens, tokenize_document
-from data_prep.kg import KnowledgeGraph
+from bali_jax.readers.corpus import split_sentences
+from bali_jax.readers.errors import BadInputError, BadRecords
+from bali_jax.records.examples import NameTokens, tokenize_document
+from bali_jax.readers.kg import KnowledgeGraph
 from data_prep.linker import DictionaryLinker, LinkStats
-from data_prep.linearize import FORMATS, Linearizer
+from bali_jax.records.linearize import FORMATS, Linearizer
 from data_prep.views import ORDERS, ViewRows, size_rows
 
 DATASET_NAME = "bali_records"

@@ -63,7 +63,7 @@ def _tokenizer(name):
 
 def _relation_names(args, kg, required: bool = False) -> None:
   """Readable relation names for the linearised rows (spec 1.5)."""
-  from data_prep.errors import BadInputError
+  from bali_jax.readers.errors import BadInputError
   if args.relation_names:
     kg.name_relations(args.relation_names)
   elif required and not args.no_linear and kg.relations:
@@ -84,9 +84,9 @@ def _finish(card, out):
 
 def cmd_open_default(args) -> int:
   from bali_jax import open_data
-  from data_prep import sources
+  from bali_jax.readers import sources
   from data_prep.build import build_dataset
-  from data_prep.errors import BadRecords
+  from bali_jax.readers.errors import BadRecords
   from data_prep.linker import DictionaryLinker
   if storage.exists(args.out):
     raise FileExistsError(f"--out {args.out} exists; choose a new directory")
@@ -109,9 +109,9 @@ def cmd_open_default(args) -> int:
 
 
 def cmd_umls(args) -> int:
-  from data_prep import sources
+  from bali_jax.readers import sources
   from data_prep.build import build_dataset
-  from data_prep.errors import BadRecords
+  from bali_jax.readers.errors import BadRecords
   if storage.exists(args.out):
     raise FileExistsError(f"--out {args.out} exists; choose a new directory")
   bad = BadRecords(skip=args.on_bad_record == "skip")
@@ -127,8 +127,8 @@ def cmd_umls(args) -> int:
 
 def cmd_kg(args) -> int:
   from data_prep.build import build_dataset
-  from data_prep.errors import BadRecords
-  from data_prep.kg import Source
+  from bali_jax.readers.errors import BadRecords
+  from bali_jax.readers.kg import Source
   from data_prep.linker import DictionaryLinker
   from data_prep.user_data import user_documents, user_graph
   if storage.exists(args.out):
@@ -277,7 +277,7 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-  from data_prep.errors import BadInputError
+  from bali_jax.readers.errors import BadInputError
   parser = build_parser()
   args = parser.parse_args(argv)
   if getattr(args, "runner", "local") not in ("local", "direct") and \

@@ -41,8 +41,8 @@ import functools
 import os
 import re
 
-from data_prep.corpus import Mention
-from data_prep.kg import KnowledgeGraph
+from bali_jax.readers.corpus import Mention
+from bali_jax.readers.kg import KnowledgeGraph
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 STOP_NAMES = frozenset("""

@@ -21,11 +21,11 @@ import os
 import re
 import zlib
 
-from data_prep import ontologies
-from data_prep.corpus import (Document, read_bern2_jsonl, read_pubmed_xml,
+from bali_jax.readers import ontologies
+from bali_jax.readers.corpus import (Document, read_bern2_jsonl, read_pubmed_xml,
                               read_pubtator)
-from data_prep.errors import BadInputError, BadRecords, read_lines
-from data_prep.kg import KnowledgeGraph, Source
+from bali_jax.readers.errors import BadInputError, BadRecords, read_lines
+from bali_jax.readers.kg import KnowledgeGraph, Source
 
 CORPUS_FORMATS = ("pubmed-xml", "text", "pubtator", "bern2")
 _OBO_URI = re.compile(r"^https?://purl\.obolibrary\.org/obo/([A-Za-z]+)_(.+)$")

@@ -34,8 +34,8 @@ import math
 import numpy as np
 
 from bali_jax import storage
-from data_prep.examples import sample_view
-from data_prep.packing import PackStats, RowPacker
+from bali_jax.records.examples import sample_view
+from bali_jax.records.packing import PackStats, RowPacker
 
 ORDERS = ("shuffled", "document")
 
@@ -88,7 +88,7 @@ class ViewRows:
   same rows; example ids number the rows in chunk order. A split smaller
   than one chunk packs exactly as an unchunked packer would.
   `open_rows` is the packer's window (1 = plain greedy, older datasets);
-  `linearizer` (data_prep.linearize) adds the masking variants and linear
+  `linearizer` (bali_jax.records.linearize) adds the masking variants and linear
   rows the budgets ask for."""
 
   def __init__(self, path: str, kg, names, budgets, seed: int, order: str,
@@ -137,7 +137,7 @@ def size_rows(path: str, kg, names, budgets, seed: int, order: str,
   budgets bind about equally often; a fixed guess wastes one or the other
   (6 x 64 name slots left 64% of name tokens as padding on the open
   default)."""
-  from data_prep.packing import _lin_sizes, _name_sizes
+  from bali_jax.records.packing import _lin_sizes, _name_sizes
   sentences = SentenceFile(path)
   order_ = packing_order(len(sentences), seed, 0, order)[:sample]
   tok = name_tok = lin_tok = 0

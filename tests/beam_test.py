@@ -15,8 +15,8 @@ from bali_jax.open_data import starter_model_dir
 from bali_jax.hf.tokenizer import load_tokenizer
 from data_prep import beam_build
 from data_prep.build import BuildOptions, build_dataset
-from data_prep.corpus import Document
-from data_prep.errors import BadInputError, BadRecords
+from bali_jax.readers.corpus import Document
+from bali_jax.readers.errors import BadInputError, BadRecords
 from data_prep.linker import DictionaryLinker
 from tests.data_prep_test import _cohort_documents, _graph, _read
 
@@ -65,7 +65,7 @@ def test_beam_direct_runner_writes_the_local_records(tmp_path, monkeypatch):
 
 def test_beam_bad_record_names_the_place_and_leaves_nothing(tmp_path,
                                                             monkeypatch):
-  from data_prep.corpus import Mention
+  from bali_jax.readers.corpus import Mention
   monkeypatch.setattr(beam_build, "DOCS_PER_SHARD", 4)
   docs = list(_cohort_documents(12))
   docs.insert(9, Document("PMID:998", "Anemia is here.",

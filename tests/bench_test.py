@@ -32,7 +32,7 @@ def _segments(rec):
 
 
 def test_open_rows_pack_every_sentence_once_with_less_padding():
-  from data_prep.packing import RowPacker
+  from bali_jax.records.packing import RowPacker
   b = Budgets(**GNN_ONLY)
   views = _views(600, b)
   out = {}

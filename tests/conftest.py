@@ -114,9 +114,9 @@ def tiny_dataset(tmp_path_factory):
   from bali_jax.features import tiny_budgets
   from bali_jax.open_data import starter_model_dir
   from bali_jax.hf.tokenizer import load_tokenizer
-  from data_prep import sources
+  from bali_jax.readers import sources
   from data_prep.build import BuildOptions, build_dataset
-  from data_prep.errors import BadRecords
+  from bali_jax.readers.errors import BadRecords
   from data_prep.linker import DictionaryLinker
   d = tmp_path_factory.mktemp("tiny_dataset")
   p = write_ontologies(str(d / "kg"))

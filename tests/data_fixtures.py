@@ -179,7 +179,7 @@ def write_umls(d) -> dict[str, str]:
 def synthetic_documents(n: int, seed: int = 0):
   """Plain-text abstracts mentioning the fixture concepts (to be linked)."""
   import random
-  from data_prep.corpus import Document
+  from bali_jax.readers.corpus import Document
   rng = random.Random(seed)
   names = ["anemia", "splenomegaly", "iron deficiency anemia",
            "hereditary hemochromatosis", "an enlarged spleen",

@@ -14,11 +14,11 @@ from bali_jax.features import (feature_shapes, spec_budgets, tiny_budgets,
                                 validate_record)
 from bali_jax.open_data import starter_model_dir
 from bali_jax.hf.tokenizer import load_tokenizer
-from data_prep import ontologies, sources, umls
+from bali_jax.readers import ontologies, sources, umls
 from data_prep.build import BuildOptions, build_dataset
-from data_prep.corpus import Document, Mention, read_pubmed_xml, split_sentences
-from data_prep.errors import BadInputError, BadRecords
-from data_prep.kg import KnowledgeGraph
+from bali_jax.readers.corpus import Document, Mention, read_pubmed_xml, split_sentences
+from bali_jax.readers.errors import BadInputError, BadRecords
+from bali_jax.readers.kg import KnowledgeGraph
 from data_prep.linker import DictionaryLinker
 from tests import data_fixtures as fx
 
@@ -137,7 +137,7 @@ def test_sentence_split_keeps_abbreviations_and_offsets():
 
 def test_annotation_offsets_outside_text(tmp_path):
   p = fx.write_umls(str(tmp_path))
-  from data_prep.corpus import read_bern2_jsonl
+  from bali_jax.readers.corpus import read_bern2_jsonl
   rec = {"pmid": "9", "text": "short", "annotations": [
       {"id": ["mesh:D1"], "span": {"begin": 2, "end": 50}}]}
   with open(p["bern2"], "a") as f:
@@ -462,8 +462,8 @@ def test_views_are_fresh_without_replacement(tmp_path, tok):
   """Over 3 views no sentence repeats its neighbour/name sample unless
   every part of it has at most 2 alternatives (then view 0 != view 1
   whenever any part has 2)."""
-  from data_prep.examples import NameTokens, sample_view
-  from data_prep.kg import read_tsv
+  from bali_jax.records.examples import NameTokens, sample_view
+  from bali_jax.readers.kg import read_tsv
   out, _, _ = _build(tmp_path, tok, "v", docs=_cohort_documents())
   kg = read_tsv(out)
   k = tiny_budgets().max_neighbors
@@ -560,7 +560,7 @@ def _kg_cli(d, out, *extra, corpus="corpus.txt", fmt="text"):
 
 
 def test_kg_builds_from_obo_json_edges_and_raw_text(tmp_path):
-  from data_prep.kg import read_tsv
+  from bali_jax.readers.kg import read_tsv
   d = _user_inputs(tmp_path / "in")
   out = tmp_path / "ds"
   assert _kg_cli(d, out) == 0

@@ -107,7 +107,7 @@ def synonym_obo(n_terms: int = 40) -> str:
 
 def synonym_documents(kg_names: list[list[str]], n: int = 60):
   """Documents that mention every name of every term (held-out ones too)."""
-  from data_prep.corpus import Document
+  from bali_jax.readers.corpus import Document
   flat = [n for names in kg_names for n in names]
   for i in range(n):
     picks = [flat[(i * 3 + j) % len(flat)] for j in range(3)]

@@ -187,10 +187,10 @@ def test_heldout_synonyms_never_reach_records_or_linker(tmp_path):
   from bali_jax.features import tiny_budgets
   from bali_jax.open_data import starter_model_dir
   from bali_jax.hf.tokenizer import load_tokenizer
-  from data_prep import ontologies
+  from bali_jax.readers import ontologies
   from data_prep.build import BuildOptions, build_dataset
-  from data_prep.errors import BadRecords
-  from data_prep.kg import KnowledgeGraph
+  from bali_jax.readers.errors import BadRecords
+  from bali_jax.readers.kg import KnowledgeGraph
   from data_prep.linker import DictionaryLinker
   from data_prep.tfds_builder import load_split
   obo = tmp_path / "syn.obo"
@@ -272,7 +272,7 @@ def _corpus(tmp_path, extra=""):
 
 
 def test_corpus_ids_mapped_and_bad_mentions_counted(tmp_path):
-  from data_prep.errors import BadInputError
+  from bali_jax.readers.errors import BadInputError
   d = dlib.from_dataset(efx.write_eval_dataset(str(tmp_path / "ds")))
   qs = qlib.corpus(_corpus(tmp_path), "pubtator", d)
   texts = [q.text for q in qs.queries]

@@ -8,10 +8,10 @@ import pytest
 
 from bali_jax.open_data import starter_model_dir
 from bali_jax.hf.tokenizer import load_tokenizer
-from data_prep.errors import BadInputError
-from data_prep.examples import NameTokens
-from data_prep.kg import KnowledgeGraph
-from data_prep.linearize import Linearizer, draw_synonyms
+from bali_jax.readers.errors import BadInputError
+from bali_jax.records.examples import NameTokens
+from bali_jax.readers.kg import KnowledgeGraph
+from bali_jax.records.linearize import Linearizer, draw_synonyms
 
 CLS, SEP, MASK = 101, 102, 103
 

@@ -4,7 +4,7 @@ A benchmark of BERT-base or -large should not need a built corpus. These
 sentences are random token ids, but their sizes follow a data card's
 measured statistics (tokens per sentence, entities per sentence, sampled
 nodes per entity, name tokens per node, linked tokens per entity), and they
-go through the real packer (`data_prep.packing.RowPacker`) into records of
+go through the real packer (`bali_jax.records.packing.RowPacker`) into records of
 the real schema, so padding, sentences per row and shapes are what a real
 dataset of that kind gives.
 """
@@ -66,7 +66,7 @@ def _count(rng, mean: float, lo: int, hi: int) -> int:
 
 def _sentence(rng, st: CorpusStats, b: Budgets, vocab: int,
               num_concepts: int, num_relations: int):
-  from data_prep.examples import SentenceView
+  from bali_jax.records.examples import SentenceView
   n = _count(rng, st.tokens_per_sentence, 8, b.seq_len)
   ids = [CLS] + rng.integers(FIRST_WORD, vocab, n - 2).tolist() + [SEP]
   ents = _count(rng, st.entities_per_sentence, 1, max(1, (n - 2) // 2))
@@ -108,7 +108,7 @@ def synthetic_rows(budgets: Budgets, stats: CorpusStats, rows: int,
                    num_relations: int = 12, open_rows: int = 8):
   """At least `rows` packed records (dicts of the schema's arrays) and the
   packer's statistics."""
-  from data_prep.packing import RowPacker
+  from bali_jax.records.packing import RowPacker
   if vocab_size <= FIRST_WORD:
     raise ValueError(f"vocab_size={vocab_size}: synthetic ids start at "
                      f"{FIRST_WORD}")

@@ -21,7 +21,7 @@ import numpy as np
 # lower case, punctuation to spaces, whitespace collapsed: the string
 # matching of SapBERT/BioSyn evaluation (and of held-out synonym selection)
 from bali_jax import storage
-from data_prep.kg import normalize_name as normalize
+from bali_jax.readers.kg import normalize_name as normalize
 
 
 @dataclasses.dataclass
@@ -141,9 +141,9 @@ def from_dataset(data_dir: str) -> Dictionary:
 def from_kg(spec: str) -> Dictionary:
   """`open-default`, a `.obo` file or a cellxgene `*.json.zst` ontology,
   read with data_prep's readers (same names, same aliases)."""
-  from data_prep import ontologies, sources
-  from data_prep.errors import BadRecords
-  from data_prep.kg import KnowledgeGraph
+  from bali_jax.readers import ontologies, sources
+  from bali_jax.readers.errors import BadRecords
+  from bali_jax.readers.kg import KnowledgeGraph
   if spec != "open-default" and not os.path.exists(spec):  # a user file
     raise FileNotFoundError(f"--kg {spec}: no such file")
   bad = BadRecords(skip=True)

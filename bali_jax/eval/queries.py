@@ -155,9 +155,9 @@ def corpus(path: str, fmt: str, d: Dictionary,
   and mentions that cross a sentence boundary (those still count for the
   mention-string representation, not the in-sentence one).
   """
-  from data_prep.corpus import read_bern2_jsonl, read_pubtator, \
+  from bali_jax.readers.corpus import read_bern2_jsonl, read_pubtator, \
       split_sentences
-  from data_prep.errors import BadRecords
+  from bali_jax.readers.errors import BadRecords
   if not os.path.exists(path):  # a user's corpus file, read by data_prep
     raise FileNotFoundError(f"--corpus {path}: no such file")
   reader = {"pubtator": read_pubtator, "bern2": read_bern2_jsonl}[fmt]

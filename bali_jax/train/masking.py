@@ -7,7 +7,7 @@ RNG with fixed shapes:
   an entity becomes [MASK] (entities are then pooled over [MASK]s) and
   carries no MLM loss;
 * concept-name masking: per sentence, with probability q, its targets take
-  the masked variant the record carries (data_prep.linearize: the [MASK]
+  the masked variant the record carries (bali_jax.records.linearize: the [MASK]
   run as long as a synonym drawn per view, the sticky switch-off at the
   first target with < 2 sampled neighbours, every occurrence of name(v) in
   a linearised subgraph); the draw is per step, the variants per view;

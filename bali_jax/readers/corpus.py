@@ -19,7 +19,7 @@ import json
 import xml.etree.ElementTree as ET
 import zlib
 
-from data_prep.errors import BadRecords, read_lines
+from bali_jax.readers.errors import BadRecords, read_lines
 
 
 @dataclasses.dataclass

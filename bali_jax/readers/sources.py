@@ -6,10 +6,10 @@ import itertools
 import os
 
 from bali_jax import open_data
-from data_prep import ontologies, umls
-from data_prep.corpus import read_bern2_jsonl, read_pubmed_xml, read_pubtator
-from data_prep.errors import BadRecords
-from data_prep.kg import KnowledgeGraph, Source
+from bali_jax.readers import ontologies, umls
+from bali_jax.readers.corpus import read_bern2_jsonl, read_pubmed_xml, read_pubtator
+from bali_jax.readers.errors import BadRecords
+from bali_jax.readers.kg import KnowledgeGraph, Source
 
 HPO_CREDIT = ("This dataset uses the Human Phenotype Ontology (HPO). "
               "Credit: the HPO Consortium, https://hpo.jax.org "

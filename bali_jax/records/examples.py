@@ -22,9 +22,9 @@ import math
 
 import numpy as np
 
-from data_prep.corpus import Sentence
-from data_prep.errors import BadRecords
-from data_prep.kg import KnowledgeGraph
+from bali_jax.readers.corpus import Sentence
+from bali_jax.readers.errors import BadRecords
+from bali_jax.readers.kg import KnowledgeGraph
 
 
 def tokenize_document(sentences: list[Sentence], tokenizer, kg: KnowledgeGraph,
@@ -77,7 +77,7 @@ class SentenceView:
   concepts: list[int]  # entity -> concept node id
   neighbors: list[list[tuple[int, int]]]  # entity -> [(concept, relation)]
   names: list[list[list[int]]]  # entity -> [target name, neighbour names..]
-  # with concept-name masking variants (data_prep.linearize): entity -> the
+  # with concept-name masking variants (bali_jax.records.linearize): entity -> the
   # target's masked-variant name; entity -> linearised subgraph, plain and
   # masked (None: not written)
   masked_names: list[list[int]] | None = None
@@ -161,7 +161,7 @@ def sample_view(sent: dict, kg: KnowledgeGraph, names: NameTokens,
   view_ = SentenceView(sent["ids"], [tuple(l) for l in sent["links"]],
                        sent["concepts"], neighbors, name_ids)
   if linearizer is not None:
-    from data_prep.linearize import draw_synonyms
+    from bali_jax.records.linearize import draw_synonyms
     syn = draw_synonyms(kg, names, sent["concepts"], seed, view, serial)
     parts = linearizer.sentence(name_ids, neighbors, syn)
     view_.masked_names = [m for m, _, _ in parts]

@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 
 from bali_jax.features import Budgets, empty_record
-from data_prep.examples import SentenceView
+from bali_jax.records.examples import SentenceView
 
 
 def same_document_share(doc_codes, row_sizes) -> float:

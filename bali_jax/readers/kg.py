@@ -23,7 +23,7 @@ import re
 
 import numpy as np
 
-from data_prep.errors import BadInputError
+from bali_jax.readers.errors import BadInputError
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 

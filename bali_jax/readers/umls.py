@@ -9,8 +9,8 @@ or REL when RELA is empty. Both files are streamed line by line.
 
 from __future__ import annotations
 
-from data_prep.errors import BadRecords, read_lines
-from data_prep.kg import KnowledgeGraph
+from bali_jax.readers.errors import BadRecords, read_lines
+from bali_jax.readers.kg import KnowledgeGraph
 
 MRCONSO_COLUMNS = 18  # CUI|LAT|TS|LUI|STT|SUI|ISPREF|AUI|SAUI|SCUI|SDUI|SAB|TTY|CODE|STR|SRL|SUPPRESS|CVF
 MRREL_COLUMNS = 16  # CUI1|AUI1|STYPE1|REL|CUI2|AUI2|STYPE2|RELA|RUI|SRUI|SAB|SL|RG|DIR|SUPPRESS|CVF

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import re
 
-from data_prep.errors import BadRecords, read_lines
-from data_prep.kg import KnowledgeGraph
+from bali_jax.readers.errors import BadRecords, read_lines
+from bali_jax.readers.kg import KnowledgeGraph
 
 _SYNONYM = re.compile(r'^"((?:[^"\\]|\\.)*)"\s+(EXACT|RELATED|BROAD|NARROW)')
 # HPO subtrees of qualifiers rather than findings ("Severe", "Acute",
