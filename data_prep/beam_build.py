@@ -9,11 +9,11 @@ default a directory beside the output for DirectRunner).
 
 1. Tokenize and link: the driver streams documents into shards of
    `DOCS_PER_SHARD`; each worker sentence-splits, links and tokenizes a
-   shard (`build._process`, the local path's function) into per-split
-   JSON lines and a `CorpusTally`. The driver concatenates the shards in
-   document order, so `sentences_{split}.jsonl` is byte for byte the local
-   path's file and every sentence keeps its serial (line number), which
-   seeds its samples.
+   shard (`tokenize_worker.process_document`, as the local path does) into
+   per-split JSON lines and a `CorpusTally`. The driver concatenates the
+   shards in document order, so `sentences_{split}.jsonl` is byte for
+   byte the local path's file and every sentence keeps its serial (line
+   number), which seeds its samples.
 2. Views and packing: the tfds builder (`BaliRecords`) generates each
    split with a Beam transform instead of a Python generator: the chunks
    of a view's packing order (`views.ViewRows.chunks`) are packed on
@@ -111,12 +111,13 @@ class TokenizeShard(beam.DoFn):
     self.temp, self.o, self.skip_bad = temp, o, skip_bad
 
   def setup(self):
-    from data_prep import build
-    build._init_worker(*_load(storage.join(self.temp, "context.pkl")))
+    from data_prep.tokenize_worker import init_worker
+    init_worker(*_load(storage.join(self.temp, "context.pkl")))
 
   def process(self, shard: int):
     import io
-    from data_prep.build import SPLITS, CorpusTally, _process
+    from data_prep.tokenize_worker import (SPLITS, CorpusTally,
+                                          process_document)
     from bali_jax.readers.errors import BadInputError, BadRecords
     docs = _load(storage.join(self.temp, "docs", f"{shard:06d}.pkl"))
     files = {s: io.StringIO() for s in SPLITS}
@@ -125,7 +126,7 @@ class TokenizeShard(beam.DoFn):
     out = storage.join(self.temp, "sentences")
     try:
       for doc in docs:
-        tally.add(_process(doc), self.o, bad)
+        tally.add(process_document(doc), self.o, bad)
     except BadInputError as e:
       storage.write_text(storage.join(out, f"{shard:06d}.error"), str(e))
       return
@@ -155,7 +156,7 @@ def tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad,
                     temp: str):
   """Stage 1 (see the module doc); returns what the local loop returns.
   `temp`: the build's worker directory (`temp_dir`)."""
-  from data_prep.build import SPLITS, CorpusTally
+  from data_prep.tokenize_worker import SPLITS, CorpusTally
   from bali_jax.readers.errors import BadInputError
   _dump(storage.join(temp, "context.pkl"),
         (kg, tokenizer, linker, o.budgets.seq_len, bad.skip))

@@ -27,7 +27,6 @@ Output directory:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import multiprocessing
 import os
@@ -42,11 +41,12 @@ from bali_jax import storage
 from bali_jax.features import Budgets
 from bali_jax.hf.tokenizer import save_tokenizer
 from data_prep import card
-from bali_jax.readers.corpus import split_sentences
 from bali_jax.readers.errors import BadInputError, BadRecords
-from bali_jax.records.examples import NameTokens, tokenize_document
+from bali_jax.records.examples import NameTokens
 from bali_jax.readers.kg import KnowledgeGraph
-from data_prep.linker import DictionaryLinker, LinkStats
+from data_prep.linker import DictionaryLinker
+from data_prep.tokenize_worker import (SPLITS, CorpusTally, init_worker,
+                                      process_document)
 from bali_jax.records.linearize import FORMATS, Linearizer
 from data_prep.views import ORDERS, ViewRows, size_rows
 
@@ -104,94 +104,6 @@ def make_linearizer(tokenizer, kg, budgets, fmt: str):
                     budgets.max_lin_tokens, linear=budgets.lin_rows > 0)
 
 
-def split_of(doc_id: str, o: BuildOptions) -> str:
-  h = int(hashlib.md5(doc_id.encode()).hexdigest(), 16) % 100
-  if h < o.validation_percent:
-    return "validation"
-  if h < o.validation_percent + o.test_percent:
-    return "test"
-  return "train"
-
-
-# --------------------------------------------------------------- workers
-_W: dict = {}
-
-
-def _init_worker(kg, tokenizer, linker, seq_len, skip_bad):
-  _W.update(kg=kg, tokenizer=tokenizer, linker=linker, seq_len=seq_len,
-            skip_bad=skip_bad)
-
-
-def _process(doc):
-  """Document -> (doc id, tokenized sentences, bad counts, link stats)."""
-  bad = BadRecords(skip=_W["skip_bad"])
-  linker = _W["linker"]
-  stats = LinkStats()
-  if doc.mentions is None:
-    linker.stats = stats
-  sentences = split_sentences(doc)
-  if doc.mentions is None:
-    for s in sentences:
-      s.mentions = linker.link(s.text)
-  sentences = [s for s in sentences if s.mentions]
-  out = tokenize_document(sentences, _W["tokenizer"], _W["kg"],
-                          _W["seq_len"], bad)
-  return doc.doc_id, out, bad, stats
-
-
-SPLITS = ("train", "validation", "test")
-
-
-class CorpusTally:
-  """Per-split counts, concepts and link statistics of tokenized documents,
-  and the sentences written to per-split JSON lines: what the local loop
-  and each Beam shard keep, merged in document order."""
-
-  def __init__(self, files: dict | None = None):
-    self.files = files  # split -> writable text file (None: count only)
-    self.counts = {s: {"documents": 0, "sentences": 0, "mentions": 0,
-                       "entities": 0, "token_links": 0} for s in SPLITS}
-    self.concepts = {s: set() for s in SPLITS}
-    self.link_stats = LinkStats()
-    self.docs_seen = 0
-
-  def add(self, result, o: BuildOptions, bad: BadRecords) -> None:
-    """One `_process` result: counts it and writes its sentences."""
-    doc_id, sents, doc_bad, stats = result
-    self.docs_seen += 1
-    bad.merge(doc_bad)
-    self.link_stats.merge(stats)
-    if not sents:
-      return
-    split = split_of(doc_id, o)
-    c = self.counts[split]
-    c["documents"] += 1
-    c["sentences"] += len(sents)
-    for s in sents:
-      c["mentions"] += len(s["mentions"])
-      c["entities"] += len(s["concepts"])
-      c["token_links"] += len(s["links"])
-      self.concepts[split].update(s["concepts"])
-      self.files[split].write(json.dumps(s, separators=(",", ":")) + "\n")
-
-  def merge(self, o: "CorpusTally") -> None:
-    for split in SPLITS:
-      for k, v in o.counts[split].items():
-        self.counts[split][k] += v
-      self.concepts[split] |= o.concepts[split]
-    self.link_stats.merge(o.link_stats)
-    self.docs_seen += o.docs_seen
-
-  def result(self):
-    """(counts with distinct concepts, link stats, documents read)."""
-    for split, c in self.concepts.items():
-      self.counts[split]["distinct_concepts"] = len(c)
-    return self.counts, self.link_stats, self.docs_seen
-
-  def __getstate__(self):  # a shard's tally travels without its files
-    return {**self.__dict__, "files": None}
-
-
 def _tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad,
                      beam=None):
   """Streams documents through the workers into per-split JSON lines
@@ -208,11 +120,11 @@ def _tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad,
   try:
     if o.workers > 1:  # fork: workers share the graph read-only
       pool = multiprocessing.get_context("fork").Pool(
-          o.workers, initializer=_init_worker, initargs=args)
-      results = pool.imap(_process, documents, chunksize=16)
+          o.workers, initializer=init_worker, initargs=args)
+      results = pool.imap(process_document, documents, chunksize=16)
     else:
-      _init_worker(*args)
-      results = map(_process, documents)
+      init_worker(*args)
+      results = map(process_document, documents)
     for result in tqdm(results, desc="documents", unit="doc"):
       tally.add(result, o, bad)
   finally:
