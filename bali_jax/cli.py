@@ -152,13 +152,14 @@ def cmd_train(args) -> int:
     jax.config.update("jax_num_cpu_devices", args.num_cpu_devices)
   _init_distributed(args)
   from bali_jax import configs
+  from bali_jax.eval.in_training import evaluators
   from bali_jax.train.loop import train_and_evaluate
   cfg = configs.apply_overrides(configs.get_config(args.config),
                                 args.overrides)
   if not cfg.data_dir:
     raise ValueError("data_dir= is required (a `python -m data_prep` "
                      "output directory)")
-  last = train_and_evaluate(cfg, args.workdir)
+  last = train_and_evaluate(cfg, args.workdir, evaluators)
   print(json.dumps({"workdir": os.path.abspath(args.workdir), **last}))
   return 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 
 from bali_jax.model.bali import BaliConfig
@@ -93,6 +94,29 @@ class TrainConfig:
 
 def _model(bert: BertConfig, **gnn) -> BaliConfig:
   return BaliConfig(bert=bert, gnn=GnnConfig(**gnn))
+
+
+# the device mesh's axes (train/sharding.py builds it; its size is here)
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def mesh_shape(cfg, num_devices: int) -> tuple[int, int, int]:
+  """(data, fsdp, tensor) sizes of the config's mesh on `num_devices`
+  (one -1 axis takes what the others leave); arithmetic on the config,
+  checked before anything is built."""
+  sizes = [cfg.mesh_data, cfg.mesh_fsdp, cfg.mesh_tensor]
+  if sizes.count(-1) > 1:
+    raise ValueError("at most one mesh axis may be -1")
+  known = math.prod([s for s in sizes if s != -1])
+  if known < 1 or num_devices % known:
+    raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, sizes))} do not "
+                     f"divide the {num_devices} devices")
+  sizes = [num_devices // known if s == -1 else s for s in sizes]
+  if math.prod(sizes) != num_devices:
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} uses "
+                     f"{math.prod(sizes)} devices, but there are "
+                     f"{num_devices}")
+  return tuple(sizes)
 
 
 def get_config(name: str) -> TrainConfig:
@@ -185,7 +209,6 @@ def batch_multiple(cfg: TrainConfig, num_devices: int,
   """Rows per step must be a multiple of this (mesh x accumulation x
   input shards)."""
   import math
-  from bali_jax.train.sharding import mesh_shape
   data, fsdp, _ = mesh_shape(cfg, num_devices)
   return math.lcm(data * fsdp * cfg.grad_accum_steps,
                   cfg.data_shards or process_count)
@@ -222,7 +245,6 @@ def resolve_dtype(cfg: TrainConfig, backend: str) -> TrainConfig:
 
 def validate(cfg: TrainConfig, num_devices: int, spec: dict | None) -> None:
   """Checks that fail before compiling, with the fix in the message."""
-  from bali_jax.train.sharding import mesh_shape
   data, fsdp, tensor = mesh_shape(cfg, num_devices)
   if cfg.batch_size % (data * fsdp * cfg.grad_accum_steps):
     raise ValueError(

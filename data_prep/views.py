@@ -137,7 +137,7 @@ def size_rows(path: str, kg, names, budgets, seed: int, order: str,
   budgets bind about equally often; a fixed guess wastes one or the other
   (6 x 64 name slots left 64% of name tokens as padding on the open
   default)."""
-  from bali_jax.records.packing import _lin_sizes, _name_sizes
+  from bali_jax.records.packing import lin_sizes, name_sizes
   sentences = SentenceFile(path)
   order_ = packing_order(len(sentences), seed, 0, order)[:sample]
   tok = name_tok = lin_tok = 0
@@ -145,8 +145,8 @@ def size_rows(path: str, kg, names, budgets, seed: int, order: str,
     v = sample_view(s, kg, names, budgets.max_neighbors, seed, 0, serial,
                     linearizer)
     tok += len(v.ids)
-    name_tok += sum(_name_sizes(v))
-    lin_tok += sum(_lin_sizes(v))
+    name_tok += sum(name_sizes(v))
+    lin_tok += sum(lin_sizes(v))
   ratio = name_tok / max(tok, 1)
   rows = max(1, math.ceil(ratio * budgets.seq_len / budgets.name_len))
   out = {"name_rows": rows, "name_tokens_per_sentence_token": ratio,

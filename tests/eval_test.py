@@ -344,12 +344,13 @@ def test_evaluate_cli_two_models_table_and_json(tmp_path, starter_dir):
 @pytest.mark.slow
 def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
   from bali_jax import configs
+  from bali_jax.eval.in_training import evaluators
   from bali_jax.train.loop import train_and_evaluate
   cfg = configs.apply_overrides(
       configs.get_config("tiny").replace(data_dir=tiny_dataset),
       ["steps=4", "el_eval_every=2", "save_every=100"])
   run = str(tmp_path / "run")
-  train_and_evaluate(cfg, run)
+  train_and_evaluate(cfg, run, evaluators)  # as `train` passes them
   rows = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
   el = {r["step"]: r for r in rows if "eval_el_acc@1" in r}
   assert sorted(el) == [2, 4]

@@ -17,8 +17,8 @@ import pytest
 from bali_jax import configs
 from bali_jax.train import input_pipeline as data, sharding
 from bali_jax.train.checkpoint import Checkpointer
-from bali_jax.train.loop import (BadStepsError, _abstract_state, _global,
-                                 create_state, train_and_evaluate)
+from bali_jax.train.loop import BadStepsError, train_and_evaluate
+from bali_jax.train.state import abstract_state, create_state
 from bali_jax.train.step import make_optimizer, train_step
 from tests.cli_runs import UNINTERRUPTED, losses, train_cli
 from tests.compiles import compilations
@@ -46,7 +46,7 @@ def test_a_non_finite_step_is_skipped_and_a_finite_one_applied(tiny_dataset):
   _, batch = next(pipe.train_batches(0))
   step = jax.jit(lambda s, b: train_step(s, b, jax.random.key(1), cfg=cfg,
                                          spec=spec, tx=tx))
-  batch = _global(batch, mesh)
+  batch = sharding.global_batch(batch, mesh)
   head = dict(state.params["mlm_head"])
   head["bias"] = head["bias"].at[5].set(jnp.nan)  # poison: loss is NaN
   bad = state.replace(params={**state.params, "mlm_head": head})
@@ -284,7 +284,7 @@ def _restores_on_other_meshes_and_exports(tiny_dataset, uninterrupted_run,
   for shape in ((2, 4, 1), (8, 1, 1), (1, 1, 1)):
     devs = np.asarray(jax.devices()[:int(np.prod(shape))]).reshape(shape)
     mesh = jax.sharding.Mesh(devs, sharding.MESH_AXES)
-    abstract, _, _ = _abstract_state(cfg, spec, tx, mesh)
+    abstract, _, _ = abstract_state(cfg, spec, tx, mesh)
     state, meta = ckpt.restore(10, abstract)
     assert meta["step"] == 10
     k = state.params["bert"]["encoder"]["layer_0"]["query"]["kernel"]

@@ -11,8 +11,8 @@ import pytest
 
 from bali_jax import configs
 from bali_jax.train import input_pipeline as data, sharding
-from bali_jax.train.loop import _global, create_state
 from bali_jax.train.loop import train_and_evaluate
+from bali_jax.train.state import create_state
 from bali_jax.train.step import make_optimizer, train_step
 from tests.cli_runs import losses, sigterm_self_after, train_cli
 from tests.compiles import compilations
@@ -53,7 +53,7 @@ def test_two_steps_on_2x4_mesh_with_golden_specs(tiny_dataset):
   for i, batch in pipe.train_batches(0):
     if i == 2:
       break
-    state, m = step(state, _global(batch, mesh), jax.random.key(1))
+    state, m = step(state, sharding.global_batch(batch, mesh), jax.random.key(1))
     losses.append(float(m["loss"]))
     assert np.isfinite([float(v) for v in m.values()]).all()
   assert int(state.step) == 2
@@ -344,7 +344,7 @@ def test_accumulation_equals_one_big_batch(tiny_dataset):
   losses (fewer negatives, MLM a mean of means) does not."""
   import flax.linen as nn
   from bali_jax.model.bali import BaliModel
-  from bali_jax.train.step import (_corrupt, _grads_accumulated,
+  from bali_jax.train.step import (corrupt, grads_accumulated,
                                    _grads_one_batch, init_state)
   off = {"bert.hidden_dropout_prob": 0, "bert.attention_probs_dropout_prob":
          0, "gnn.dropout": 0, "gnn.attention_dropout": 0,
@@ -355,12 +355,12 @@ def test_accumulation_equals_one_big_batch(tiny_dataset):
   _, batch = next(pipe.train_batches(0))
   assert batch["input_ids"].shape[0] == 8
   r_mask, r_drop = jax.random.split(jax.random.key(3))
-  b = jax.jit(lambda x, r: _corrupt(cfg, spec, x, r))(batch, r_mask)
+  b = jax.jit(lambda x, r: corrupt(cfg, spec, x, r))(batch, r_mask)
   tx = make_optimizer(cfg)
   params = nn.meta.unbox(init_state(cfg, jax.random.key(0), b, tx).params)
   model = BaliModel(cfg.model)
   g1, m1 = jax.jit(lambda p: _grads_one_batch(model, p, b, r_drop))(params)
-  g4, m4 = jax.jit(lambda p: _grads_accumulated(model, cfg, p, b, r_drop,
+  g4, m4 = jax.jit(lambda p: grads_accumulated(model, cfg, p, b, r_drop,
                                                 4))(params)
   for k in ("loss", "mlm_loss", "align_loss", "tcl_loss", "align_accuracy",
             "num_positive_pairs", "num_mlm_tokens"):
@@ -394,7 +394,7 @@ def test_accumulation_equals_one_big_batch_linear_kind(tiny_dataset):
   losses and gradients of 4 micro-batches equal one batch (1e-5)."""
   import flax.linen as nn
   from bali_jax.model.bali import BaliModel
-  from bali_jax.train.step import (_corrupt, _grads_accumulated,
+  from bali_jax.train.step import (corrupt, grads_accumulated,
                                    _grads_one_batch, init_state)
   cfg = _cfg(tiny_dataset, grad_accum_steps=4, graph_encoder="linear",
              graph_mlm="true", concept_name_masking_prob=0.5,
@@ -404,7 +404,7 @@ def test_accumulation_equals_one_big_batch_linear_kind(tiny_dataset):
   pipe = data.InputPipeline(tiny_dataset, spec, cfg, 0, 1)
   _, batch = next(pipe.train_batches(0))
   assert "lin_ids" in batch and "name_ids" not in batch
-  b = jax.jit(lambda x, r: _corrupt(cfg, spec, x, r))(batch,
+  b = jax.jit(lambda x, r: corrupt(cfg, spec, x, r))(batch,
                                                       jax.random.key(3))
   assert int(b["lin_mlm_weights"].sum()) > 0
   params = nn.meta.unbox(init_state(cfg, jax.random.key(0), b,
@@ -413,7 +413,7 @@ def test_accumulation_equals_one_big_batch_linear_kind(tiny_dataset):
   model = BaliModel(cfg.model)
   r = jax.random.key(4)
   g1, m1 = jax.jit(lambda p: _grads_one_batch(model, p, b, r))(params)
-  g4, m4 = jax.jit(lambda p: _grads_accumulated(model, cfg, p, b, r,
+  g4, m4 = jax.jit(lambda p: grads_accumulated(model, cfg, p, b, r,
                                                 4))(params)
   for k in ("loss", "mlm_loss", "align_loss", "gmlm_loss"):
     np.testing.assert_allclose(float(m4[k]), float(m1[k]), rtol=1e-5,
@@ -448,7 +448,7 @@ def _one_step(cfg, spec, batch, mesh):
   before = jax.device_get(state.params)
   step = jax.jit(lambda s, b, r: train_step(s, b, r, cfg=cfg, spec=spec,
                                             tx=tx))
-  args = (state, _global(batch, mesh), jax.random.key(1))
+  args = (state, sharding.global_batch(batch, mesh), jax.random.key(1))
   scans = _scan_lengths(jax.make_jaxpr(step)(*args).jaxpr)
   state, m = step(*args)
   return before, jax.device_get(state.params), jax.device_get(m), scans
@@ -542,7 +542,7 @@ def test_frozen_bert_warmup_moves_only_heads_and_gnn(tiny_dataset):
   for i, batch in pipe.train_batches(0):
     if i == 3:
       break
-    state, m = step(state, _global(batch, mesh), jax.random.key(1))
+    state, m = step(state, sharding.global_batch(batch, mesh), jax.random.key(1))
     snaps.append(jax.device_get(state.params))
     lrs.append(float(m["lr_lm"]))
   same = lambda a, b: all(jax.tree.leaves(jax.tree.map(

@@ -19,7 +19,8 @@ import numpy as np
 
 from bali_jax.train import input_pipeline as data
 from bali_jax.train import loop, sharding
-from bali_jax.train.step import _corrupt, make_optimizer
+from bali_jax.train.state import create_state
+from bali_jax.train.step import corrupt, make_optimizer
 
 
 def peak_rss_mib() -> float:
@@ -31,7 +32,7 @@ class OurStep:
     self.cfg, self.spec = cfg, spec
     self.mesh = sharding.make_mesh(cfg)
     self.tx = make_optimizer(cfg)
-    self.state, _, shardings = loop.create_state(
+    self.state, _, shardings = create_state(
         cfg, spec, self.tx, self.mesh, jax.random.key(cfg.seed))
     step_fn, _, example = loop.jit_steps(cfg, spec, self.tx, self.mesh,
                                          shardings)
@@ -40,9 +41,9 @@ class OurStep:
     self.compiled = step_fn.lower(self.state, example, self.rng).compile()
     self.compile_s = time.perf_counter() - t0
     drop = data.dropped_keys(cfg)
-    self.batches = [loop._global({k: v for k, v in b.items()
-                                  if k not in drop}, self.mesh)
-                    for b in local_batches]
+    self.batches = [sharding.global_batch(
+        {k: v for k, v in b.items() if k not in drop}, self.mesh)
+        for b in local_batches]
     self.i = 0
     self.last_metrics: list[dict] = []
 
@@ -95,7 +96,7 @@ def phase_times(ours: OurStep, repeats: int = 3) -> dict:
   c, bc = cfg.model, cfg.model.bert
   params = ours.state.params
   r = jax.random.key(7)
-  batch = jax.jit(lambda b: _corrupt(cfg, spec, b, r))(ours.batches[0])
+  batch = jax.jit(lambda b: corrupt(cfg, spec, b, r))(ours.batches[0])
   bert = BertModel(bc, add_pooler=c.keep_pooler)
   linear = c.graph_encoder == "linear"
   rows_key, seg_key = (("lin_ids", "lin_segment_ids") if linear

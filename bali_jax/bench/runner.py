@@ -42,7 +42,7 @@ def _stats(times: list[float]) -> dict:
 def _record_batches(data_dir: str, spec: dict, rows: int, n: int):
   """The first n batches of train view 0, raw records (every key)."""
   import tensorflow_datasets as tfds
-  data._tf()
+  data.host_tf()
   builder = tfds.builder_from_directory(storage.join(data_dir,
                                                      spec["tfds_dir"]))
   ds = builder.as_dataset(split="train_view0", shuffle_files=False)

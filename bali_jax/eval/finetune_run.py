@@ -129,7 +129,7 @@ def evaluate(logits_fn, params, enc, batch_size, mesh) -> np.ndarray:
 def run_one(run, data, loaded, cfg, run_dir: str, length: int):
   """Trains one run to the end (or to SIGTERM: returns None); returns its
   results dict."""
-  from bali_jax.train.loop import Preemption
+  from bali_jax.train.preemption import Preemption
   done = storage.join(run_dir, "run.json")
   if storage.exists(done):
     print(f"{run.name}: finished earlier, kept")

@@ -16,6 +16,7 @@ from bali_jax.eval import dictionary as dictionary_lib
 from bali_jax.eval import queries as queries_lib
 from bali_jax.eval.encoder import Encoder
 from bali_jax.eval.report import score_model
+from bali_jax.train.state import data_tokenizer
 
 
 def _host_params(tree, mesh):
@@ -25,6 +26,14 @@ def _host_params(tree, mesh):
   from jax.sharding import NamedSharding, PartitionSpec as P
   rep = jax.jit(lambda t: t, out_shardings=NamedSharding(mesh, P()))(tree)
   return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), rep)
+
+
+def evaluators(cfg, spec) -> list:
+  """The pre-training loop's evaluators for a config (its `evaluators`
+  argument): held-out-synonym linking when `el_eval_every` is set."""
+  if not cfg.el_eval_every:
+    return []
+  return [LinkingEval(cfg, spec, data_tokenizer(cfg, spec))]
 
 
 class LinkingEval:

@@ -44,7 +44,7 @@ def load_run(workdir: str):
   from bali_jax.hf.tokenizer import load_tokenizer
   from bali_jax.train import sharding
   from bali_jax.train.checkpoint import Checkpointer
-  from bali_jax.train.loop import _abstract_state
+  from bali_jax.train.state import abstract_state
   from bali_jax.train.step import make_optimizer
   cfg = configs.load_run_config(workdir)
   ckpt = Checkpointer(storage.join(workdir, "checkpoints"))
@@ -55,7 +55,7 @@ def load_run(workdir: str):
                                                    "dataset_spec.json")))
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
                            sharding.MESH_AXES)
-  abstract, _, _ = _abstract_state(cfg, spec, make_optimizer(cfg), mesh)
+  abstract, _, _ = abstract_state(cfg, spec, make_optimizer(cfg), mesh)
   state, _ = ckpt.restore(step, abstract)  # one device; params kept only
   params = jax.device_get(state.params)
   ckpt.close()

@@ -31,12 +31,15 @@ Array = jax.Array
 _NEG_INF = float(jnp.finfo(jnp.float32).min)
 
 
-def _dense_init(config: BertConfig, names: tuple[str | None, ...]):
+def dense_init(config: BertConfig, names: tuple[str | None, ...]):
+  """BERT's normal(initializer_range) kernel init with logical axis names
+  (shared with the task heads)."""
   return nn.with_logical_partitioning(
       nn.initializers.normal(config.initializer_range), names)
 
 
-def _zeros(names):
+def logical_zeros(names):
+  """Zeros with logical axis names (biases; shared with the task heads)."""
   return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
 
 
@@ -93,7 +96,7 @@ class LayerNorm(nn.Module):
   def __call__(self, x: Array) -> Array:
     d = x.shape[-1]
     scale = self.param("scale", _ones(("embed",)), (d,), jnp.float32)
-    bias = self.param("bias", _zeros(("embed",)), (d,), jnp.float32)
+    bias = self.param("bias", logical_zeros(("embed",)), (d,), jnp.float32)
     x = x.astype(jnp.float32)
     mean = x.mean(-1, keepdims=True)
     var = jnp.square(x - mean).mean(-1, keepdims=True)
@@ -140,14 +143,14 @@ class BertEmbeddings(nn.Module):
   @nn.compact
   def __call__(self, input_ids, token_type_ids, position_ids):
     c = self.config
-    init = _dense_init(c, ("vocab", "embed"))
+    init = dense_init(c, ("vocab", "embed"))
     word = nn.Embed(c.vocab_size, c.hidden_size, embedding_init=init,
                     name="word_embeddings")(input_ids)
     pos = nn.Embed(c.max_position_embeddings, c.hidden_size,
-                   embedding_init=_dense_init(c, ("position", "embed")),
+                   embedding_init=dense_init(c, ("position", "embed")),
                    name="position_embeddings")(position_ids)
     tt = nn.Embed(c.type_vocab_size, c.hidden_size,
-                  embedding_init=_dense_init(c, ("token_type", "embed")),
+                  embedding_init=dense_init(c, ("token_type", "embed")),
                   name="token_type_embeddings")(token_type_ids)
     x = LayerNorm(c.layer_norm_eps, compute_dtype(c),
                   name="LayerNorm")(word + pos + tt)  # (B, L, D)
@@ -166,8 +169,8 @@ class BertLayer(nn.Module):
     h, dh = c.num_attention_heads, c.head_dim
     qkv = functools.partial(
         nn.DenseGeneral, features=(h, dh), dtype=dt, param_dtype=jnp.float32,
-        kernel_init=_dense_init(c, ("embed", "heads", "kv")),
-        bias_init=_zeros(("heads", "kv")))
+        kernel_init=dense_init(c, ("embed", "heads", "kv")),
+        bias_init=logical_zeros(("heads", "kv")))
     q = qkv(name="query")(x)  # (B, L, H, Dh)
     k = qkv(name="key")(x)
     v = qkv(name="value")(x)
@@ -185,19 +188,19 @@ class BertLayer(nn.Module):
       ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # (B, L, H, Dh)
     attn = nn.DenseGeneral(
         c.hidden_size, axis=(-2, -1), dtype=dt, param_dtype=jnp.float32,
-        kernel_init=_dense_init(c, ("heads", "kv", "embed")),
-        bias_init=_zeros(("embed",)), name="attention_output")(ctx)
+        kernel_init=dense_init(c, ("heads", "kv", "embed")),
+        bias_init=logical_zeros(("embed",)), name="attention_output")(ctx)
     attn = nn.Dropout(c.hidden_dropout_prob)(attn, self.deterministic)
     x = LayerNorm(c.layer_norm_eps, dt, name="attention_LayerNorm")(attn + x)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
     y = nn.Dense(c.intermediate_size, dtype=dt, param_dtype=jnp.float32,
-                 kernel_init=_dense_init(c, ("embed", "mlp")),
-                 bias_init=_zeros(("mlp",)), name="intermediate")(x)
+                 kernel_init=dense_init(c, ("embed", "mlp")),
+                 bias_init=logical_zeros(("mlp",)), name="intermediate")(x)
     y = activation(c, y)  # (B, L, F)
     y = nn.Dense(c.hidden_size, dtype=dt, param_dtype=jnp.float32,
-                 kernel_init=_dense_init(c, ("mlp", "embed")),
-                 bias_init=_zeros(("embed",)), name="output")(y)
+                 kernel_init=dense_init(c, ("mlp", "embed")),
+                 bias_init=logical_zeros(("embed",)), name="output")(y)
     y = nn.Dropout(c.hidden_dropout_prob)(y, self.deterministic)
     out = LayerNorm(c.layer_norm_eps, dt, name="output_LayerNorm")(y + x)
     return nn.with_logical_constraint(out, ("batch", "length", "embed"))
@@ -318,8 +321,8 @@ class BertPooler(nn.Module):
     c = self.config
     y = nn.Dense(c.hidden_size, dtype=compute_dtype(c),
                  param_dtype=jnp.float32,
-                 kernel_init=_dense_init(c, ("embed", "mlp")),
-                 bias_init=_zeros(("mlp",)), name="dense")(cls_state)
+                 kernel_init=dense_init(c, ("embed", "mlp")),
+                 bias_init=logical_zeros(("mlp",)), name="dense")(cls_state)
     return jnp.tanh(y)
 
 
@@ -336,15 +339,15 @@ class MlmHead(nn.Module):
     c = self.config
     dt = compute_dtype(c)
     y = nn.Dense(c.hidden_size, dtype=dt, param_dtype=jnp.float32,
-                 kernel_init=_dense_init(c, ("embed", "mlp")),
-                 bias_init=_zeros(("mlp",)), name="transform")(x)
+                 kernel_init=dense_init(c, ("embed", "mlp")),
+                 bias_init=logical_zeros(("mlp",)), name="transform")(x)
     y = activation(c, y)
     y = LayerNorm(c.layer_norm_eps, dt, name="transform_LayerNorm")(y)
     logits = nn.Dense(c.vocab_size, use_bias=False, dtype=dt,
                       param_dtype=jnp.float32,
-                      kernel_init=_dense_init(c, ("embed", "vocab")),
+                      kernel_init=dense_init(c, ("embed", "vocab")),
                       name="decoder")(y)
-    bias = self.param("bias", _zeros(("vocab",)), (c.vocab_size,),
+    bias = self.param("bias", logical_zeros(("vocab",)), (c.vocab_size,),
                       jnp.float32)
     return logits.astype(jnp.float32) + bias
 

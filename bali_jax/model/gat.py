@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import jraph
 
-from bali_jax.model.bert import LayerNorm
+from bali_jax.model.bert import LayerNorm, logical_zeros
 
 Array = jax.Array
 GNN_KINDS = ("gat", "sage")
@@ -79,10 +79,6 @@ class GnnConfig:
 
 def _init(names):
   return nn.with_logical_partitioning(nn.initializers.glorot_uniform(), names)
-
-
-def _zeros(names):
-  return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
 
 
 def edge_mask_from_counts(graph: jraph.GraphsTuple) -> Array:
@@ -125,7 +121,8 @@ class GATv2Layer(nn.Module):
     h = self.heads
     c = self.features // h
     xs = nn.DenseGeneral((h, c), kernel_init=_init(("embed", "heads", "kv")),
-                         bias_init=_zeros(("heads", "kv")), name="lin")(x)
+                         bias_init=logical_zeros(("heads", "kv")),
+                         name="lin")(x)
     att = self.param("att", _init(("heads", "kv")), (h, c))
     rel = None
     if self.num_relations:
@@ -154,7 +151,7 @@ class GATv2Layer(nn.Module):
 
     out = jax.vmap(aggregate)(xs, alpha, senders, receivers)  # (B, N, H, C)
     out = out.reshape(out.shape[:2] + (h * c,))
-    bias = self.param("bias", _zeros(("embed",)), (h * c,))
+    bias = self.param("bias", logical_zeros(("embed",)), (h * c,))
     return out + bias
 
 
@@ -173,7 +170,7 @@ class SAGELayer(nn.Module):
     if self.project:  # sources only; the root branch reads x unprojected
       src = jax.nn.relu(nn.Dense(x.shape[-1],
                                  kernel_init=_init(("embed", "mlp")),
-                                 bias_init=_zeros(("mlp",)),
+                                 bias_init=logical_zeros(("mlp",)),
                                  name="lin")(x))
 
     def mean(x_b, s, r, m):
@@ -184,7 +181,7 @@ class SAGELayer(nn.Module):
 
     agg = jax.vmap(mean)(src, senders, receivers, edge_mask)
     neigh = nn.Dense(self.features, kernel_init=_init(("embed", "mlp")),
-                     bias_init=_zeros(("mlp",)), name="lin_l")(agg)
+                     bias_init=logical_zeros(("mlp",)), name="lin_l")(agg)
     root = nn.Dense(self.features, use_bias=False,
                     kernel_init=_init(("embed", "mlp")), name="lin_r")(x)
     out = neigh + root
@@ -248,13 +245,13 @@ class GraphEncoder(nn.Module):
         x = jax.nn.gelu(x, approximate=False)
     t = jnp.take_along_axis(x, targets[..., None], axis=1)  # (B, T, d)
     t = nn.Dense(self.out_features, kernel_init=_init(("embed", "mlp")),
-                 bias_init=_zeros(("mlp",)), name="head")(t)
+                 bias_init=logical_zeros(("mlp",)), name="head")(t)
     t = LayerNorm(self.layer_norm_eps, name="head_LayerNorm")(t)
     t = nn.Dropout(c.dropout)(t, self.deterministic)
     if c.target_residual:
       own = jnp.take_along_axis(graph.nodes.astype(jnp.float32),
                                 targets[..., None], axis=1)  # (B, T, d)
       t = own + nn.Dense(self.out_features, use_bias=False,
-                         kernel_init=_zeros(("embed", "mlp")),
+                         kernel_init=logical_zeros(("embed", "mlp")),
                          name="residual_out")(t)
     return t

@@ -39,13 +39,13 @@ def save_graph_encoder(out_dir: str, model_cfg, gnn_params) -> list[str]:
   """Writes the two files for a GNN kind; returns their names ([] for the
   linear kind, which has no GNN)."""
   from safetensors.numpy import save
-  from bali_jax.hf.mapping import flatten
+  from flax.traverse_util import flatten_dict
   if model_cfg.graph_encoder == "linear" or gnn_params is None:
     return []
   import flax.linen as nn
   params = nn.meta.unbox(gnn_params)
   tensors = {"/".join(k): np.ascontiguousarray(np.asarray(v, np.float32))
-             for k, v in flatten(params).items()}
+             for k, v in flatten_dict(params).items()}
   storage.write_bytes(storage.join(out_dir, WEIGHTS),
                       save(tensors, metadata={"format": FORMAT}))
   bc = model_cfg.bert
@@ -69,7 +69,7 @@ def load_graph_encoder(export_dir: str):
   """(GraphEncoder module, params, config dict) from an export directory;
   apply as `module.apply({"params": params}, graph, targets)`."""
   from safetensors.numpy import load
-  from bali_jax.hf.mapping import unflatten
+  from flax.traverse_util import unflatten_dict
   from bali_jax.model.gat import GnnConfig, GraphEncoder
   cfg_path = storage.join(export_dir, CONFIG)
   if not storage.exists(cfg_path):
@@ -84,6 +84,6 @@ def load_graph_encoder(export_dir: str):
                         meta["layer_norm_eps"], kind=meta["graph_encoder"])
   with storage.open_file(storage.join(export_dir, WEIGHTS), "rb") as f:
     tensors = load(f.read())
-  params = unflatten({tuple(name.split("/")): x for name, x in
-                      tensors.items()})
+  params = unflatten_dict({tuple(name.split("/")): x for name, x in
+                          tensors.items()})
   return module, params, meta

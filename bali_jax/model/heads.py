@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bali_jax.model.bert import BertModel, _dense_init, _zeros
+from bali_jax.model.bert import BertModel, dense_init, logical_zeros
 from bali_jax.model.config import BertConfig
 
 KINDS = ("single", "multi", "choice")
@@ -45,9 +45,9 @@ class BertClassifier(nn.Module):
     x = nn.Dropout(p)(out["pooler_output"], deterministic=deterministic)
     width = 1 if self.kind == "choice" else self.num_labels
     logits = nn.Dense(width, dtype=jnp.float32, param_dtype=jnp.float32,
-                      kernel_init=_dense_init(self.config,
+                      kernel_init=dense_init(self.config,
                                               ("embed", "labels")),
-                      bias_init=_zeros(("labels",)),
+                      bias_init=logical_zeros(("labels",)),
                       name="classifier")(x.astype(jnp.float32))
     if self.kind == "choice":
       return logits.reshape(shape[0], shape[1])  # (B, C)

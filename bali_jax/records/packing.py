@@ -118,7 +118,7 @@ def _place(fill: list[int], sizes: list[int], row_len: int):
   return out
 
 
-def _name_sizes(v: SentenceView) -> list[int]:
+def name_sizes(v: SentenceView) -> list[int]:
   """Tokens reserved per node name: a target's slot holds the longer of its
   name and its masked variant."""
   out = []
@@ -129,7 +129,7 @@ def _name_sizes(v: SentenceView) -> list[int]:
   return out
 
 
-def _lin_sizes(v: SentenceView) -> list[int]:
+def lin_sizes(v: SentenceView) -> list[int]:
   if v.lin is None:
     return []
   return [max(len(a), len(b)) for a, b in zip(v.lin, v.masked_lin)]
@@ -138,7 +138,7 @@ def _lin_sizes(v: SentenceView) -> list[int]:
 def _needs(v: SentenceView):
   return (len(v.ids), len(v.links), len(v.concepts),
           len(v.concepts) + sum(len(n) for n in v.neighbors),
-          sum(len(n) for n in v.neighbors), _name_sizes(v), _lin_sizes(v))
+          sum(len(n) for n in v.neighbors), name_sizes(v), lin_sizes(v))
 
 
 class _Row:

@@ -66,7 +66,7 @@ class CorruptRecordsError(ValueError):
 def diagnose_split(builder, split: str, cause: Exception):
   """Finds the first unreadable record of a split, file by file, and
   returns the error that names it (never a silent short epoch)."""
-  tf = _tf()
+  tf = host_tf()
   info = builder.info.splits[split]
   for path, expected in zip(info.filepaths, info.shard_lengths):
     n = 0
@@ -87,7 +87,9 @@ def diagnose_split(builder, split: str, cause: Exception):
                              "every record file reads back whole")
 
 
-def _tf():
+def host_tf():
+  """TensorFlow for the input pipeline, kept off the accelerators (imported
+  on first use: the model code never needs it)."""
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")  # TF must not grab accelerators
   return tf
@@ -149,7 +151,7 @@ class InputPipeline:
 
   def _shard_ds(self, split: str, n_rows: int, shard: int, seed, skip: int,
                 take: int, shuffle: bool):
-    tf = _tf()
+    tf = host_tf()
     start = shard * n_rows // self.shards
     end = (shard + 1) * n_rows // self.shards
     ds = self.builder.as_dataset(split=f"{split}[{start}:{end}]",
@@ -163,7 +165,7 @@ class InputPipeline:
                   num_parallel_calls=tf.data.AUTOTUNE)
 
   def _zip_local(self, datasets):
-    tf = _tf()
+    tf = host_tf()
     ds = tf.data.Dataset.zip(tuple(datasets)).map(
         lambda *parts: {k: tf.concat([p[k] for p in parts], 0)
                         for k in parts[0]})
@@ -204,7 +206,7 @@ class InputPipeline:
   def _checked(self, split: str, batches):
     """Batches of a split; a truncated or corrupt record file raises an
     error naming the file and the record."""
-    tf = _tf()
+    tf = host_tf()
     try:
       yield from batches
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,

@@ -13,11 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import sys
 import time
 
-import flax.linen as nn
 import jax
 import numpy as np
 from tqdm import tqdm
@@ -29,32 +27,13 @@ from bali_jax.train import flops as flops_lib
 from bali_jax.train import metrics as metrics_lib, peak as peak_lib
 from bali_jax.train import sharding
 from bali_jax.train.checkpoint import Checkpointer
-from bali_jax.train.step import (TrainState, _corrupt, eval_step, init_state,
-                                 make_optimizer, train_step)
+from bali_jax.train.preemption import Preemption
+from bali_jax.train.state import create_state
+from bali_jax.train.step import eval_step, make_optimizer, train_step
 
 
 class BadStepsError(RuntimeError):
   """`max_bad_steps` consecutive non-finite steps: the run stops."""
-
-
-class Preemption:
-  """SIGTERM sets a flag; the loop saves and stops at a step boundary."""
-
-  def __init__(self):
-    self.requested = False
-    signal.signal(signal.SIGTERM, self._handler)
-
-  def _handler(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def agreed(self) -> bool:
-    """All processes stop at the same step (any one's signal counts)."""
-    if jax.process_count() == 1:
-      return self.requested
-    from jax.experimental import multihost_utils
-    flags = multihost_utils.process_allgather(np.int32(self.requested))
-    return bool(np.max(flags))
 
 
 def code_fingerprint() -> str:
@@ -79,75 +58,6 @@ def check_same_run(cfg) -> None:
   if not (all_ == all_[0]).all():
     raise RuntimeError("processes run different code or configs: "
                        f"fingerprints {all_.ravel().tolist()}")
-
-
-def _abstract_state(cfg, spec, tx, mesh):
-  """Abstract state and its shardings, derived from the logical names."""
-  example = data.example_batch(spec, cfg)
-  example = jax.jit(lambda b, r: _corrupt(cfg, spec, b, r))(  # one program
-      example, jax.random.key(0))
-  boxed = jax.eval_shape(lambda r: init_state(cfg, r, example, tx),
-                         jax.random.key(0))
-  p_shard = sharding.param_shardings(boxed.params, mesh)
-  params = nn.meta.unbox(boxed.params)
-  opt_shard = sharding.like_params(jax.eval_shape(tx.init, params), params,
-                                   p_shard, mesh)
-  shardings = TrainState(step=sharding.replicated(mesh), params=p_shard,
-                         opt_state=opt_shard)
-  abstract = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      TrainState(step=boxed.step, params=params,
-                 opt_state=jax.eval_shape(tx.init, params)), shardings)
-  return abstract, shardings, example
-
-
-def create_state(cfg, spec, tx, mesh, rng):
-  abstract, shardings, example = _abstract_state(cfg, spec, tx, mesh)
-  init = jax.jit(lambda r: nn.meta.unbox(init_state(cfg, r, example, tx)),
-                 out_shardings=shardings)
-  state = init(rng)
-  if cfg.init_from:
-    state = _load_bert(cfg, spec, state, tx, shardings)
-  return state, abstract, shardings
-
-
-def data_tokenizer(cfg, spec):
-  from bali_jax.hf.tokenizer import load_tokenizer
-  with storage.local_copy(storage.join(cfg.data_dir,
-                                       spec["tokenizer_dir"])) as d:
-    return load_tokenizer(d)
-
-
-def _load_bert(cfg, spec, state, tx, shardings):
-  """BERT weights from an HF directory; heads and GNN stay fresh."""
-  from bali_jax.hf.importer import load_pretrained
-  from bali_jax.open_data import resolve_model_dir
-  bc = cfg.model.bert
-  with storage.local_copy(resolve_model_dir(cfg.init_from)) as d:
-    pre = load_pretrained(d, scan_layers=bc.scan_layers)
-  if pre.tokenizer.get_vocab() != data_tokenizer(cfg, spec).get_vocab():
-    raise ValueError(f"init_from={cfg.init_from}: its tokenizer differs from "
-                     f"the one {cfg.data_dir} was built with; rebuild the "
-                     "data with `python -m data_prep ... --tokenizer "
-                     f"{cfg.init_from}`")
-  if pre.config.replace(dtype=bc.dtype, remat_policy=bc.remat_policy,
-                        scan_layers=bc.scan_layers,
-                        attention=bc.attention) != bc:
-    raise ValueError(f"init_from={cfg.init_from}: its config.json does not "
-                     f"match the model config ({pre.config} vs {bc})")
-  bert = pre.params["bert"]
-  if "pooler" not in bert and "pooler" in state.params["bert"]:
-    bert = {**bert, "pooler": jax.device_get(state.params["bert"]["pooler"])}
-  params = {**state.params, "bert": bert}
-  params = jax.device_put(params, shardings.params)
-  return TrainState(step=state.step, params=params,
-                    opt_state=jax.jit(tx.init, out_shardings=shardings.opt_state)(
-                        params))
-
-
-def _global(batch, mesh):
-  return {k: jax.make_array_from_process_local_data(
-      sharding.batch_sharding(mesh, v.ndim), v) for k, v in batch.items()}
 
 
 def _startup(cfg, mesh, state, compiled, flops, peak, peak_from):
@@ -193,7 +103,8 @@ def jit_steps(cfg, spec, tx, mesh, shardings):
   """The jitted train and eval steps with their shardings, and an example
   global batch to lower them with."""
   local_rows = cfg.batch_size // jax.process_count()
-  example = _global(data.example_batch(spec, cfg, local_rows), mesh)
+  example = sharding.global_batch(
+      data.example_batch(spec, cfg, local_rows), mesh)
   in_batch = jax.tree.map(lambda x: x.sharding, example)
 
   def bali_train_step(s, b, r):  # named: compile logs say which function
@@ -228,8 +139,15 @@ def _resolve_shards(cfg, saved_cfg: dict | None):
   return cfg.replace(data_shards=saved or jax.process_count())
 
 
-def train_and_evaluate(cfg, workdir: str) -> dict:
-  """Trains (or resumes) and returns the last step's metrics."""
+def train_and_evaluate(cfg, workdir: str, evaluators=None) -> dict:
+  """Trains (or resumes) and returns the last step's metrics.
+
+  `evaluators(cfg, spec)`, given by the entry point (as big_vision's
+  trainers take theirs), returns the callables run at every eval point
+  beside the validation losses: `(bert params, mesh) -> {name: value}`,
+  written as `eval_<name>`. It is called once, with the config as this
+  start resolved it; the loop imports no evaluation code.
+  """
   spec = data.load_spec(cfg.data_dir)
   saved_cfg = _saved(workdir, "config.json")  # before this start rewrites it
   cfg = _resolve_shards(cfg, saved_cfg)
@@ -278,10 +196,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   if lead:
     _startup(cfg, mesh, state, compiled, padded_flops, peak,
              peak_lib.peak_source(cfg))
-  linking = None
-  if cfg.el_eval_every:
-    from bali_jax.eval.in_training import LinkingEval
-    linking = LinkingEval(cfg, spec, data_tokenizer(cfg, spec))
+  hooks = list(evaluators(cfg, spec)) if evaluators is not None else []
   writer = metrics_lib.MetricsWriter(workdir, lead, start=start)
   preempt = Preemption()
   position = lambda s: list(pipe.position(s))
@@ -341,7 +256,8 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
 
   batches = data.Prefetch(pipe.train_batches(start, with_ids=True,
                                              stop=cfg.steps),
-                          lambda item: (item[0], _global(item[1], mesh),
+                          lambda item: (item[0],
+                                        sharding.global_batch(item[1], mesh),
                                         item[2]))
   pending = None
   step = start
@@ -363,7 +279,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
         report(*pending)  # in order, before eval lines and saves
         pending = None
       if evals:
-        _evaluate(eval_fn, state, pipe, mesh, writer, done, linking)
+        _evaluate(eval_fn, state, pipe, mesh, writer, done, hooks)
         clock["t"] = time.time()  # eval time is not step time
       if save and (not bad["run"] or stop or done == cfg.steps):
         # a skipped step's state is the last good one; periodic saves wait
@@ -383,7 +299,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     batches.close()
   bar.close()
   if not preempt.requested and step >= cfg.steps - 1:
-    _evaluate(eval_fn, state, pipe, mesh, writer, cfg.steps, linking)
+    _evaluate(eval_fn, state, pipe, mesh, writer, cfg.steps, hooks)
   ckpt.close()
   writer.close()
   if lead:
@@ -394,19 +310,21 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
   return last
 
 
-def _evaluate(eval_fn, state, pipe, mesh, writer, step, linking=None):
-  """Validation losses (and held-out-synonym linking) -> eval_* lines."""
+def _evaluate(eval_fn, state, pipe, mesh, writer, step, hooks=()):
+  """Validation losses and the entry point's evaluators (held-out-synonym
+  linking) -> eval_* lines."""
   batches = pipe.eval_batches()
   rng = jax.random.key(0)
   acc = {}
   for b in batches:
-    m = jax.device_get(eval_fn(state.params, _global(b, mesh), rng))
+    m = jax.device_get(eval_fn(state.params,
+                               sharding.global_batch(b, mesh), rng))
     for k, v in m.items():
       acc[k] = acc.get(k, 0.0) + float(v) / len(batches)
   keep = ("loss", "mlm_loss", "align_loss", "mlm_accuracy", "align_accuracy")
   out = {k: acc[k] for k in keep if k in acc}
-  if linking is not None:
-    out.update(linking(state.params["bert"], mesh))
+  for hook in hooks:
+    out.update(hook(state.params["bert"], mesh))
   if not out:
     return
   writer.write(step, out, prefix="eval_")

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-MESH_AXES = ("data", "fsdp", "tensor")
+from bali_jax.configs import MESH_AXES, mesh_shape
 
 # logical name -> mesh axis (None: replicated). One table for everything.
 LOGICAL_RULES = (
@@ -30,22 +30,6 @@ LOGICAL_RULES = (
     ("relation", None),
     ("labels", None),  # task heads' classes (model/heads.py)
 )
-
-
-def mesh_shape(cfg, num_devices: int) -> tuple[int, int, int]:
-  sizes = [cfg.mesh_data, cfg.mesh_fsdp, cfg.mesh_tensor]
-  if sizes.count(-1) > 1:
-    raise ValueError("at most one mesh axis may be -1")
-  known = int(np.prod([s for s in sizes if s != -1]))
-  if known < 1 or num_devices % known:
-    raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, sizes))} do not "
-                     f"divide the {num_devices} devices")
-  sizes = [num_devices // known if s == -1 else s for s in sizes]
-  if int(np.prod(sizes)) != num_devices:
-    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} uses "
-                     f"{int(np.prod(sizes))} devices, but there are "
-                     f"{num_devices}")
-  return tuple(sizes)
 
 
 def make_mesh(cfg, devices=None) -> Mesh:
@@ -123,3 +107,10 @@ def spec_table(shardings) -> dict[str, str]:
   flat = jax.tree_util.tree_leaves_with_path(
       shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
   return {jax.tree_util.keystr(k): str(tuple(v.spec)) for k, v in flat}
+
+
+def global_batch(batch, mesh):
+  """Process-local host batches -> global arrays sharded over the mesh's
+  batch axes (every process passes its own rows)."""
+  return {k: jax.make_array_from_process_local_data(
+      batch_sharding(mesh, v.ndim), v) for k, v in batch.items()}

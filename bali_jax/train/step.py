@@ -89,7 +89,7 @@ def init_state(cfg, rng, batch_example, tx) -> TrainState:
   return init(rng, batch_example)
 
 
-def _corrupt(cfg, spec, batch, rng):
+def corrupt(cfg, spec, batch, rng):
   seq_len = batch["input_ids"].shape[1]
   k_lin = (flops.mlm_slots(cfg, batch["lin_ids"].shape[-1])
            if cfg.model.graph_mlm else 0)
@@ -112,7 +112,7 @@ def _grads_one_batch(model, params, batch, r_drop):
   return grads, metrics
 
 
-def _grads_accumulated(model, cfg, params, batch, r_drop, n_micro):
+def grads_accumulated(model, cfg, params, batch, r_drop, n_micro):
   """Gradients of the loss of the WHOLE batch at the memory of one
   micro-batch (GradCache, Gao et al. 2021): (1) embed every micro-batch
   without gradients; (2) take the loss over all embeddings together and its
@@ -165,16 +165,16 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, cfg,
 
   The batch is corrupted once as a whole (the masks do not depend on how
   it is split); with `grad_accum_steps > 1` the gradients come from
-  `_grads_accumulated`, equal to one pass over the whole batch.
+  `grads_accumulated`, equal to one pass over the whole batch.
   """
   model = BaliModel(cfg.model)
   rng = jax.random.fold_in(rng, state.step)
   r_mask, r_drop = jax.random.split(rng)
-  corrupted = _corrupt(cfg, spec, batch, r_mask)
+  corrupted = corrupt(cfg, spec, batch, r_mask)
   if cfg.grad_accum_steps == 1:
     grads, metrics = _grads_one_batch(model, state.params, corrupted, r_drop)
   else:
-    grads, metrics = _grads_accumulated(model, cfg, state.params, corrupted,
+    grads, metrics = grads_accumulated(model, cfg, state.params, corrupted,
                                         r_drop, cfg.grad_accum_steps)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -202,5 +202,5 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, cfg,
 def eval_step(params, batch: dict, rng: jax.Array, *, cfg, spec) -> dict:
   """Losses on held-out rows (masking from a fixed RNG, no dropout)."""
   model = BaliModel(cfg.model)
-  return model.apply({"params": params}, _corrupt(cfg, spec, batch, rng),
+  return model.apply({"params": params}, corrupt(cfg, spec, batch, rng),
                      deterministic=True)
