@@ -245,7 +245,7 @@ def cmd_finetune(args) -> int:
   if args.num_cpu_devices:
     import jax
     jax.config.update("jax_num_cpu_devices", args.num_cpu_devices)
-  from bali_jax.eval import finetune
+  from bali_jax.finetune import runner as finetune
   cfg = finetune.parse_overrides(args.overrides)
   if len(args.model) > 1:  # a preempted job resumes with the same command
     finetune.compare(args.task, args.model, args.train, args.dev, args.test,

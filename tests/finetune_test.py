@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from bali_jax.eval import tasks
-from bali_jax.eval.tasks import TaskDataError, read_task
+from bali_jax.finetune import tasks
+from bali_jax.finetune.tasks import TaskDataError, read_task
 from tests.cli_runs import subprocess_env
 
 # ------------------------------------------------------------------ readers
@@ -122,7 +122,7 @@ def test_blurb_binary_vectors_hoc_and_prf1_metrics(tmp_path):
   """LinkBERT's BLURB files: HoC labels as 0/1 vectors, scored per document
   (`eval_hoc`); ChemProt-style PRF1 without the negative class. References
   ported from run_seqcls."""
-  from bali_jax.eval import task_batches as tb
+  from bali_jax.finetune import batches as tb
   p = _jsonl(tmp_path / "hoc.jsonl", [
       {"id": "d1_s0", "sentence": "a", "label": [0, 1, 0]},
       {"id": "d1_s1", "sentence": "b", "label": [1, 0, 0]},
@@ -172,8 +172,8 @@ def test_kfold_folds_are_disjoint_and_cover():
   assert all(len(p) == 100 for p in parts)
   assert parts == tasks.folds(1000, 10, seed=42)
   assert parts != tasks.folds(1000, 10, seed=43)
-  from bali_jax.eval.finetune import FinetuneConfig, plan_runs
-  from bali_jax.eval.task_batches import Encoded
+  from bali_jax.finetune.runner import FinetuneConfig, plan_runs
+  from bali_jax.finetune.batches import Encoded
   z = np.zeros((50, 4), np.int32)
   enc = Encoded(z, z, z, np.zeros(50, np.int32), [str(i) for i in range(50)])
   runs = plan_runs(FinetuneConfig(folds=5, seeds=2), enc, None, None)
@@ -188,7 +188,7 @@ def test_kfold_folds_are_disjoint_and_cover():
 def test_a_preempted_run_stops_the_whole_job(tmp_path, monkeypatch, toy):
   """SIGTERM in one run of a multi-run job (seeds, folds, several models)
   ends the job: no later run or model starts until the command is rerun."""
-  from bali_jax.eval import finetune, finetune_run
+  from bali_jax.finetune import run as finetune_run, runner as finetune
   started = []
 
   def run_one(run, *args):
@@ -215,7 +215,7 @@ def test_heads_match_transformers_and_export_loads(tmp_path, kind):
   import jax
   import torch
   import transformers
-  from bali_jax.eval.tasks import TaskData
+  from bali_jax.finetune.tasks import TaskData
   from bali_jax.hf.export import export_task_model
   from bali_jax.hf.tokenizer import load_tokenizer
   from bali_jax.model.heads import BertClassifier

@@ -25,6 +25,7 @@ LAYERS = (
     ("configs", ("bali_jax.configs",)),
     ("train", ("bali_jax.train",)),
     ("eval", ("bali_jax.eval",)),
+    ("finetune", ("bali_jax.finetune",)),
     ("bench", ("bali_jax.bench",)),
     ("cli", ("bali_jax.cli", "bali_jax.__main__")),
 )

@@ -1,5 +1,5 @@
-"""Measuring what BALI pre-training buys: zero-shot entity linking and
-downstream fine-tuning.
+"""Measuring what BALI pre-training buys: zero-shot entity linking
+(downstream fine-tuning is bali_jax/finetune/).
 
 SapBERT protocol: encode a query and every name of every concept of the
 knowledge graph with the BERT alone (no fine-tuning, no graph), predict the
@@ -14,9 +14,5 @@ best name.
   models.py      SRC -> BERT (run directory, HF directory, `starter`)
   report.py      `evaluate`: several models side by side (markdown + JSON)
   ablation.py    `ablate`: short runs with one key changed, one table
-  tasks.py       readers of the downstream tasks' public formats, k folds
-  task_batches.py  fixed-shape task batches; the tasks' metrics
-  finetune.py    `finetune`: runs per fold and seed, results, comparison
-  finetune_run.py  one run: sharded jitted step, epochs, best-on-dev,
-                 SIGTERM and exact resume, export as an HF task model
+  in_training.py the pre-training loop's linking evaluator
 """

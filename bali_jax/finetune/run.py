@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from bali_jax import storage
-from bali_jax.eval import task_batches as tb
+from bali_jax.finetune import batches as tb
 from bali_jax.model.heads import BertClassifier, loss_fn
 from bali_jax.train import sharding
 from bali_jax.train.checkpoint import Checkpointer

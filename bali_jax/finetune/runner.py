@@ -28,8 +28,8 @@ import os
 import numpy as np
 
 from bali_jax import storage
-from bali_jax.eval import task_batches as tb
-from bali_jax.eval.tasks import folds as make_folds, read_task
+from bali_jax.finetune import batches as tb
+from bali_jax.finetune.tasks import folds as make_folds, read_task
 
 
 @dataclasses.dataclass
@@ -129,7 +129,7 @@ def finetune(task: str, model_src: str, train: str, dev: str | None,
              test: str | None, workdir: str, cfg: FinetuneConfig) -> dict:
   """Fine-tunes one model on one task; returns (and writes) the results."""
   from bali_jax.eval import models
-  from bali_jax.eval.finetune_run import run_one
+  from bali_jax.finetune.run import run_one
   if not cfg.folds and not dev:
     raise ValueError("--dev is required (or folds=k: dev = held-out folds)")
   loaded = models.load(model_src)

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from bali_jax.eval.tasks import TaskData
+from bali_jax.finetune.tasks import TaskData
 
 
 @dataclasses.dataclass
