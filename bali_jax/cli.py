@@ -33,40 +33,8 @@ import time
 
 from bali_jax.eval.models import is_hf_dir, is_run_dir, load_run
 
-PROBE_SENTENCES = (
-    "Hereditary hemochromatosis causes iron overload in the liver.",
-    "Patients with Marfan syndrome often present with aortic dilatation.",
-    "BRCA1 mutations increase the risk of breast and ovarian cancer.",
-)
-
-
-def _encode_probe(tokenizer, max_len: int = 32):
-  enc = tokenizer(list(PROBE_SENTENCES), padding="max_length",
-                  truncation=True, max_length=max_len, return_tensors="np")
-  return enc["input_ids"], enc["attention_mask"]
-
-
-def _forward(config, params, ids, mask):
-  import jax  # local: keep `--help` fast
-  from bali_jax.model.bert import BertModel
-  model = BertModel(config, add_pooler="pooler" in params["bert"])
-  out = jax.jit(model.apply)({"params": params["bert"]}, ids, mask)
-  return out["last_hidden_state"]
-
-
-def _probe_diff(tokenizer, cfg_a, params_a, cfg_b, params_b) -> float:
-  """Max abs difference of two models' hidden states on the probe set."""
-  import numpy as np
-  ids, mask = _encode_probe(tokenizer)
-  h0 = _forward(cfg_a, params_a, ids, mask)
-  h1 = _forward(cfg_b, params_b, ids, mask)
-  return float(np.max(np.abs(np.asarray(h0) - np.asarray(h1))))
-
-
 def cmd_export_hf(args) -> int:
   import jax
-  import ml_dtypes
-  import numpy as np
   from bali_jax import open_data
   from bali_jax.hf import export as hf_export, importer as hf_import
 
@@ -107,22 +75,14 @@ def cmd_export_hf(args) -> int:
   result = {"source": src, "out": report.out_dir, "dtype": args.dtype,
             "files": report.weight_files, "parameters": report.num_parameters}
   if args.verify:
-    back = hf_import.load_pretrained(report.out_dir)
-    cast = (lambda x: x) if args.dtype == "float32" else (
-        lambda x: np.asarray(x).astype(ml_dtypes.bfloat16).astype(np.float32))
-    same = jax.tree.map(lambda a, b: bool(np.array_equal(cast(a), b)),
-                        pre.params, back.params)
-    identical = all(jax.tree.leaves(same))
-    ids, _ = _encode_probe(pre.tokenizer)
-    ids_back, _ = _encode_probe(back.tokenizer)
-    diff = _probe_diff(pre.tokenizer, pre.config, pre.params, back.config,
-                       back.params)
-    result.update(params_identical=identical,
-                  tokenizer_identical=bool((ids == ids_back).all()),
-                  probe_max_abs_diff=diff)
+    result.update(hf_export.verify_export(report.out_dir, pre.config,
+                                          pre.params, pre.tokenizer,
+                                          args.dtype))
+    identical = result["params_identical"]
     print(f"verify: re-imported params identical={identical}, tokenizer ids "
           f"identical={result['tokenizer_identical']}, hidden-state max abs "
-          f"diff on {len(PROBE_SENTENCES)} probe sentences={diff:.3g}")
+          f"diff on {len(hf_export.PROBE_SENTENCES)} probe sentences="
+          f"{result['probe_max_abs_diff']:.3g}")
     if not identical or not result["tokenizer_identical"]:
       print("error: the export does not reproduce the source", file=sys.stderr)
       return 1
@@ -147,9 +107,6 @@ def _init_distributed(args) -> None:
 
 
 def cmd_train(args) -> int:
-  if args.num_cpu_devices:
-    import jax
-    jax.config.update("jax_num_cpu_devices", args.num_cpu_devices)
   _init_distributed(args)
   from bali_jax import configs
   from bali_jax.eval.in_training import evaluators
@@ -166,7 +123,7 @@ def cmd_train(args) -> int:
 
 def _export_run(args, workdir: str) -> int:
   """Exports the BERT (+ MLM head) of a run's latest checkpoint."""
-  from bali_jax.hf import export as hf_export, importer as hf_import
+  from bali_jax.hf import export as hf_export
   bert_cfg, params, tok, step, cfg, _ = load_run(workdir)
   print(f"restored step {step} of {workdir}")
   report = hf_export.export_hf(bert_cfg, params, args.out, tok,
@@ -183,9 +140,9 @@ def _export_run(args, workdir: str) -> int:
       "load_graph_encoder)" if report.graph_files else
       "none (graph_encoder=linear has no GNN)"))
   if args.verify:
-    back = hf_import.load_pretrained(report.out_dir,
-                                     scan_layers=bert_cfg.scan_layers)
-    diff = _probe_diff(tok, bert_cfg, params, back.config, back.params)
+    diff = hf_export.verify_export(
+        report.out_dir, bert_cfg, params, tok, exact=False,
+        scan_layers=bert_cfg.scan_layers)["probe_max_abs_diff"]
     result["probe_max_abs_diff"] = diff
     print(f"verify: hidden-state max abs diff on the probe sentences "
           f"{diff:.3g}")
@@ -199,9 +156,6 @@ def _export_run(args, workdir: str) -> int:
 
 
 def cmd_evaluate(args) -> int:
-  if args.num_cpu_devices:
-    import jax
-    jax.config.update("jax_num_cpu_devices", args.num_cpu_devices)
   from bali_jax.eval import report as report_lib
   rep = report_lib.evaluate(
       args.model, data_dir=args.data, kg=args.kg, corpus=args.corpus,
@@ -232,9 +186,6 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-  if args.num_cpu_devices:
-    import jax
-    jax.config.update("jax_num_cpu_devices", args.num_cpu_devices)
   if bool(args.data) == bool(args.synthetic):
     raise ValueError("bench: give --data DIR or --synthetic (one of them)")
   from bali_jax.bench import runner
@@ -242,9 +193,6 @@ def cmd_bench(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-  if args.num_cpu_devices:
-    import jax
-    jax.config.update("jax_num_cpu_devices", args.num_cpu_devices)
   from bali_jax.finetune import runner as finetune
   cfg = finetune.parse_overrides(args.overrides)
   if len(args.model) > 1:  # a preempted job resumes with the same command
@@ -377,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
+  if getattr(args, "num_cpu_devices", 0):  # before jax makes its devices
+    import jax
+    jax.config.update("jax_num_cpu_devices", args.num_cpu_devices)
   try:
     return args.func(args)
   except (ValueError, FileNotFoundError, FileExistsError) as e:

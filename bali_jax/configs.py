@@ -243,6 +243,24 @@ def resolve_dtype(cfg: TrainConfig, backend: str) -> TrainConfig:
   return cfg.replace(model=dataclasses.replace(cfg.model, bert=bert))
 
 
+def resolve(cfg: TrainConfig, spec: dict, num_devices: int,
+            process_count: int = 1, backend: str = "cpu",
+            saved: dict | None = None) -> TrainConfig:
+  """The config as one start of a run trains it, validated: data_shards=0
+  -> the saved run's shard count when resuming (the data order is a
+  function of it, so a run resumed on another number of processes reads
+  the same global batches), else one per process; `batch_sentences` ->
+  `batch_size`; `compute_dtype` -> the BERT's dtype on this backend.
+  `saved`: the run directory's config.json of an earlier start."""
+  if not cfg.data_shards:
+    shards = (saved or {}).get("data_shards", 0)
+    cfg = cfg.replace(data_shards=shards or process_count)
+  cfg = resolve_batch(cfg, spec, num_devices, process_count)
+  cfg = resolve_dtype(cfg, backend)
+  validate(cfg, num_devices, spec)
+  return cfg
+
+
 def validate(cfg: TrainConfig, num_devices: int, spec: dict | None) -> None:
   """Checks that fail before compiling, with the fix in the message."""
   data, fsdp, tensor = mesh_shape(cfg, num_devices)

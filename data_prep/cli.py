@@ -75,71 +75,70 @@ def _relation_names(args, kg, required: bool = False) -> None:
         "rela2rela_name file), or --no-linear to build without linear rows")
 
 
-def _finish(card, out):
+def _preamble(args):
+  """What every build command does first: refuse an existing --out
+  (nothing is read before), and the bad-record policy."""
+  from bali_jax.readers.errors import BadRecords
+  if storage.exists(args.out):
+    raise FileExistsError(f"--out {args.out} exists; choose a new directory")
+  return BadRecords(skip=args.on_bad_record == "skip")
+
+
+def _hold_out(args, kg) -> None:
+  """Reserves the held-out synonyms (evaluation only) and says so."""
+  held = kg.reserve_synonyms(args.heldout_synonyms, args.seed)
+  print(f"graph: {len(kg):,} concepts, {kg.num_edges():,} edges; "
+        f"{held:,} synonyms held out for evaluation")
+
+
+def _build(args, docs, kg, bad, **kw) -> int:
+  """Builds the dataset at --out and prints its card."""
+  from data_prep.build import build_dataset
   from data_prep.card import to_markdown
+  card = build_dataset(docs, kg, _tokenizer(args.tokenizer), args.out,
+                       _options(args), bad, **kw)
   print(to_markdown(card))
-  print(f"dataset written to {storage.display(out)}")
+  print(f"dataset written to {storage.display(args.out)}")
   return 0
 
 
 def cmd_open_default(args) -> int:
   from bali_jax import open_data
   from bali_jax.readers import sources
-  from data_prep.build import build_dataset
-  from bali_jax.readers.errors import BadRecords
   from data_prep.linker import DictionaryLinker
-  if storage.exists(args.out):
-    raise FileExistsError(f"--out {args.out} exists; choose a new directory")
-  bad = BadRecords(skip=args.on_bad_record == "skip")
+  bad = _preamble(args)
   print("reading MONDO + HPO ...")
   kg = sources.open_default_graph(bad, extra_ontologies=args.with_ontology)
   files = open_data.pubmed_files()
   kg.sources += sources.pubmed_sources(files)
-  held = kg.reserve_synonyms(args.heldout_synonyms, args.seed)
-  print(f"graph: {len(kg):,} concepts, {kg.num_edges():,} edges; "
-        f"{held:,} synonyms held out for evaluation")
+  _hold_out(args, kg)
   _relation_names(args, kg)
   linker = DictionaryLinker(kg)
   stats: dict = {}
   docs = sources.pubmed_documents(bad, args.max_documents, stats, files)
-  card = build_dataset(docs, kg, _tokenizer(args.tokenizer), args.out,
-                       _options(args), bad, linker=linker,
-                       extra={"pubmed": stats})
-  return _finish(card, args.out)
+  return _build(args, docs, kg, bad, linker=linker, extra={"pubmed": stats})
 
 
 def cmd_umls(args) -> int:
   from bali_jax.readers import sources
-  from data_prep.build import build_dataset
-  from bali_jax.readers.errors import BadRecords
-  if storage.exists(args.out):
-    raise FileExistsError(f"--out {args.out} exists; choose a new directory")
-  bad = BadRecords(skip=args.on_bad_record == "skip")
+  bad = _preamble(args)
   kg, docs, n_mentioned = sources.umls_graph_and_corpus(
       args.mrconso, args.mrrel, args.corpus, args.corpus_format, bad,
       args.max_documents)
   _relation_names(args, kg, required=True)
-  card = build_dataset(docs, kg, _tokenizer(args.tokenizer), args.out,
-                       _options(args), bad,
-                       extra={"mentioned_concepts": n_mentioned})
-  return _finish(card, args.out)
+  return _build(args, docs, kg, bad,
+                extra={"mentioned_concepts": n_mentioned})
 
 
 def cmd_kg(args) -> int:
-  from data_prep.build import build_dataset
-  from bali_jax.readers.errors import BadRecords
   from bali_jax.readers.kg import Source
   from data_prep.linker import DictionaryLinker
   from data_prep.user_data import user_documents, user_graph
-  if storage.exists(args.out):
-    raise FileExistsError(f"--out {args.out} exists; choose a new directory")
-  bad = BadRecords(skip=args.on_bad_record == "skip")
+  bad = _preamble(args)
   kg = user_graph(args.ontology, args.edges, bad)
   if not len(kg):
     raise FileNotFoundError("the ontologies hold no concept")
-  held = kg.reserve_synonyms(args.heldout_synonyms, args.seed)
-  print(f"graph: {len(kg):,} concepts, {kg.num_edges():,} edges; "
-        f"{held:,} synonyms held out for evaluation")
+  _hold_out(args, kg)
   _relation_names(args, kg)
   kg.sources.append(Source(f"corpus ({args.corpus_format})", "user-supplied",
                            "user-supplied", args.corpus))
@@ -149,12 +148,10 @@ def cmd_kg(args) -> int:
   if args.max_documents:
     import itertools
     docs = itertools.islice(docs, args.max_documents)
-  card = build_dataset(docs, kg, _tokenizer(args.tokenizer), args.out,
-                       _options(args), bad,
-                       linker=DictionaryLinker(kg) if raw else None,
-                       extra={"corpus_reader": stats}
-                       if args.corpus_format == "pubmed-xml" else {})
-  return _finish(card, args.out)
+  return _build(args, docs, kg, bad,
+                linker=DictionaryLinker(kg) if raw else None,
+                extra={"corpus_reader": stats}
+                if args.corpus_format == "pubmed-xml" else {})
 
 
 def cmd_add_views(args) -> int:

@@ -229,3 +229,61 @@ def export_task_model(model, params: dict[str, Any], data, out_dir: str,
                    tokenizer, overwrite=overwrite, progress=False,
                    task_head={"state": head, "architectures": archs,
                               "config": hf_cfg})
+
+
+# ------------------------------------------------------------ verification
+PROBE_SENTENCES = (
+    "Hereditary hemochromatosis causes iron overload in the liver.",
+    "Patients with Marfan syndrome often present with aortic dilatation.",
+    "BRCA1 mutations increase the risk of breast and ovarian cancer.",
+)
+
+
+def encode_probe(tokenizer, max_len: int = 32):
+  """(input ids, attention mask) of the probe sentences, (3, max_len)."""
+  enc = tokenizer(list(PROBE_SENTENCES), padding="max_length",
+                  truncation=True, max_length=max_len, return_tensors="np")
+  return enc["input_ids"], enc["attention_mask"]
+
+
+def _hidden(config, params, ids, mask):
+  import jax
+  from bali_jax.model.bert import BertModel
+  model = BertModel(config, add_pooler="pooler" in params["bert"])
+  out = jax.jit(model.apply)({"params": params["bert"]}, ids, mask)
+  return out["last_hidden_state"]  # (3, L, D)
+
+
+def probe_diff(tokenizer, cfg_a, params_a, cfg_b, params_b) -> float:
+  """Max abs difference of two BERTs' hidden states on the probe set."""
+  ids, mask = encode_probe(tokenizer)
+  h0 = _hidden(cfg_a, params_a, ids, mask)
+  h1 = _hidden(cfg_b, params_b, ids, mask)
+  return float(np.max(np.abs(np.asarray(h0) - np.asarray(h1))))
+
+
+def verify_export(out_dir: str, config: BertConfig, params: dict, tokenizer,
+                  dtype: str = "float32", exact: bool = True,
+                  **runtime) -> dict:
+  """Re-imports an export (`runtime`: the importer's options, e.g.
+  scan_layers) and compares it with its source on the probe sentences:
+  {"probe_max_abs_diff"}; with `exact` (an HF directory's round trip) also
+  whether every parameter came back equal (cast as the export cast it) and
+  the tokenizer gives the same ids."""
+  import jax
+  from bali_jax.hf.importer import load_pretrained
+  back = load_pretrained(out_dir, **runtime)
+  out = {}
+  if exact:
+    cast = (lambda x: x) if dtype == "float32" else (
+        lambda x: np.asarray(x).astype(ml_dtypes.bfloat16).astype(np.float32))
+    same = jax.tree.map(lambda a, b: bool(np.array_equal(cast(a), b)),
+                        params, back.params)
+    ids, _ = encode_probe(tokenizer)
+    ids_back, _ = encode_probe(back.tokenizer)
+    out.update(params_identical=all(jax.tree.leaves(same)),
+               tokenizer_identical=bool((ids == ids_back).all()))
+  out["probe_max_abs_diff"] = probe_diff(tokenizer, config, params,
+                                         back.config, back.params)
+  return out
+

@@ -1,7 +1,9 @@
 """The training loop: mesh, sharded state, data, checkpoints, metrics.
 
-`train_and_evaluate(cfg, workdir)` runs (or resumes: same workdir) a BALI
-pre-training run. Layout of the workdir:
+`train_and_evaluate(cfg, workdir, evaluators)` runs (or resumes: same
+workdir) a BALI pre-training run; the entry point passes the periodic
+evaluators (cli: entity linking), the loop imports no evaluation code.
+Layout of the workdir:
   config.json        the resolved config (also printed at start)
   checkpoints/<step> Orbax checkpoints (state + data position)
   metrics.jsonl      one JSON line per step (+ eval lines)
@@ -10,11 +12,13 @@ pre-training run. Layout of the workdir:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import sys
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -129,32 +133,31 @@ def _saved(workdir: str, name: str) -> dict | None:
   return json.loads(storage.read_text(path)) if storage.exists(path) else None
 
 
-def _resolve_shards(cfg, saved_cfg: dict | None):
-  """data_shards=0 -> the saved run's shard count when resuming (the data
-  order is a function of it, so a run resumed on another number of
-  processes reads the same global batches), else one per process."""
-  if cfg.data_shards:
-    return cfg
-  saved = (saved_cfg or {}).get("data_shards", 0)
-  return cfg.replace(data_shards=saved or jax.process_count())
+@dataclasses.dataclass
+class RunStart:
+  """What one start of a run has before its first step: the resolved
+  config, the data, the mesh, the optimiser, the checkpoints and the state
+  (restored when resuming, from step `start`)."""
+  cfg: Any
+  spec: dict
+  pipe: data.InputPipeline
+  mesh: Any
+  tx: Any
+  ckpt: Checkpointer
+  state: Any
+  shardings: Any
+  start: int
+  lead: bool  # process 0: writes the run's files
 
 
-def train_and_evaluate(cfg, workdir: str, evaluators=None) -> dict:
-  """Trains (or resumes) and returns the last step's metrics.
-
-  `evaluators(cfg, spec)`, given by the entry point (as big_vision's
-  trainers take theirs), returns the callables run at every eval point
-  beside the validation losses: `(bert params, mesh) -> {name: value}`,
-  written as `eval_<name>`. It is called once, with the config as this
-  start resolved it; the loop imports no evaluation code.
-  """
+def start_run(cfg, workdir: str) -> RunStart:
+  """Resolves and checks the config, refuses a resume with another config
+  before anything compiles, writes the run's files (process 0), creates
+  or restores the state."""
   spec = data.load_spec(cfg.data_dir)
   saved_cfg = _saved(workdir, "config.json")  # before this start rewrites it
-  cfg = _resolve_shards(cfg, saved_cfg)
-  cfg = configs.resolve_batch(cfg, spec, jax.device_count(),
-                              jax.process_count())
-  cfg = configs.resolve_dtype(cfg, jax.default_backend())
-  configs.validate(cfg, jax.device_count(), spec)
+  cfg = configs.resolve(cfg, spec, jax.device_count(), jax.process_count(),
+                        jax.default_backend(), saved_cfg)
   check_same_run(cfg)
   # before anything compiles: data shape and view checks
   pipe = data.InputPipeline(cfg.data_dir, spec, cfg, jax.process_index(),
@@ -187,87 +190,145 @@ def train_and_evaluate(cfg, workdir: str, evaluators=None) -> dict:
     state, meta = ckpt.restore(start, abstract)
     print(f"resumed from step {start} (epoch, batch) = "
           f"{tuple(meta['position'])}")
-  start = start or 0
-  step_fn, eval_fn, example = jit_steps(cfg, spec, tx, mesh, shardings)
-  rng = jax.random.key(cfg.seed + 1)
-  compiled = step_fn.lower(state, example, rng).compile()
-  padded_flops = metrics_lib.padded_train_flops(cfg, spec)
-  peak = peak_lib.peak_tflops_per_device(cfg)
-  if lead:
-    _startup(cfg, mesh, state, compiled, padded_flops, peak,
-             peak_lib.peak_source(cfg))
-  hooks = list(evaluators(cfg, spec)) if evaluators is not None else []
-  writer = metrics_lib.MetricsWriter(workdir, lead, start=start)
-  preempt = Preemption()
-  position = lambda s: list(pipe.position(s))
-  bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step",
-             disable=not lead, file=sys.stderr)
-  b = spec["budgets"]
-  g_rows, g_len, _ = flops_lib.graph_rows(cfg)  # names, or linear rows
-  padded = cfg.batch_size * (b["seq_len"] + b[g_rows] * b[g_len])
-  n_dev = jax.device_count()
-  clock = {"t": time.time()}
-  last = {}
+  return RunStart(cfg, spec, pipe, mesh, tx, ckpt, state, shardings,
+                  start or 0, lead)
 
-  bad = {"run": 0}  # consecutive skipped (non-finite) steps
 
-  def report(done, m_dev, ids):
-    """Reads back the metrics of step `done` (called one step late, after
-    the next step is dispatched, so the host never waits for the device
-    between steps); applies the NaN/Inf policy's stop rule."""
-    nonlocal last
+class StepReporter:
+  """Reads back a step's metrics (one step late, after the next step is
+  dispatched, so the host never waits for the device between steps), adds
+  the throughput figures, logs them, and applies the NaN/Inf policy's stop
+  rule over consecutive skipped steps."""
+
+  def __init__(self, run: RunStart, writer, padded_flops: float,
+               peak: float):
+    cfg, b = run.cfg, run.spec["budgets"]
+    g_rows, g_len, _ = flops_lib.graph_rows(cfg)  # names, or linear rows
+    self.padded = cfg.batch_size * (b["seq_len"] + b[g_rows] * b[g_len])
+    self.run, self.writer = run, writer
+    self.padded_flops, self.peak = padded_flops, peak
+    self.n_dev = jax.device_count()
+    self.bar = tqdm(total=cfg.steps, initial=run.start, desc="train",
+                    unit="step", disable=not run.lead, file=sys.stderr)
+    self.t = time.time()
+    self.last: dict = {}
+    self.bad_run = 0  # consecutive skipped (non-finite) steps
+
+  def restart_clock(self) -> None:
+    """Time spent between steps (evaluation) is not step time."""
+    self.t = time.time()
+
+  def __call__(self, done: int, m_dev, ids) -> None:
+    cfg = self.run.cfg
     m = {k: float(v) for k, v in jax.device_get(m_dev).items()}
     now = time.time()
-    dt, clock["t"] = now - clock["t"], now
-    m.update(step_time=dt, tokens_per_s=padded / dt,
+    dt, self.t = now - self.t, now
+    n_dev, peak = self.n_dev, self.peak
+    m.update(step_time=dt, tokens_per_s=self.padded / dt,
              real_tokens_per_s=m["real_tokens"] / dt,
              tflops_per_device=m["real_flops"] / dt / n_dev / 1e12,
-             padded_tflops_per_device=padded_flops / dt / n_dev / 1e12)
+             padded_tflops_per_device=self.padded_flops / dt / n_dev / 1e12)
     if peak:
       m["mfu"] = m["tflops_per_device"] / peak
       m["padded_mfu"] = m["padded_tflops_per_device"] / peak
-    last = m
-    if lead and (done % cfg.log_every == 0 or done == cfg.steps):
-      writer.write(done, m)
-      bar.write(f"step {done}: loss {m['loss']:.4f} mlm {m['mlm_loss']:.4f} "
-                f"align {m['align_loss']:.4f} "
-                + (f"g-mlm {m['gmlm_loss']:.4f} " if cfg.model.graph_mlm
-                   else "")
-                + f"lr {m['lr_lm']:.2e} grad_norm "
-                f"{m['grad_norm']:.3f} {dt:.2f}s/step "
-                f"{m['real_tokens_per_s']:.0f} real tok/s "
-                f"({m['tokens_per_s']:.0f} padded) "
-                + (f"MFU {m['mfu']:.1%} (padded {m['padded_mfu']:.1%})"
-                   if peak else ""))
-    bar.update(1)
-    bad["run"] = bad["run"] + 1 if m["skipped"] else 0
+    self.last = m
+    if self.run.lead and (done % cfg.log_every == 0 or done == cfg.steps):
+      self.writer.write(done, m)
+      self.bar.write(self._line(done, m, dt))
+    self.bar.update(1)
+    self.bad_run = self.bad_run + 1 if m["skipped"] else 0
     if m["skipped"]:
       print(f"step {done}: non-finite loss, gradients or updated "
             f"parameters (loss {m['loss']}, grad_norm {m['grad_norm']}): "
-            f"update skipped ({bad['run']} in a row)", flush=True)
-    if cfg.max_bad_steps and bad["run"] >= cfg.max_bad_steps:
+            f"update skipped ({self.bad_run} in a row)", flush=True)
+    if cfg.max_bad_steps and self.bad_run >= cfg.max_bad_steps:
       raise BadStepsError(
-          f"{bad['run']} consecutive steps with a non-finite loss, "
+          f"{self.bad_run} consecutive steps with a non-finite loss, "
           f"gradients or updated parameters, the last at step {done} "
-          f"(epoch, batch) = {tuple(pipe.position(done - 1))}, example ids "
-          f"of this process's "
+          f"(epoch, batch) = {tuple(self.run.pipe.position(done - 1))}, "
+          f"example ids of this process's "
           f"rows {sorted(int(i) for i in ids)}; the latest checkpoint "
-          f"(step {ckpt.latest_step()}) holds the last good state")
+          f"(step {self.run.ckpt.latest_step()}) holds the last good state")
 
-  batches = data.Prefetch(pipe.train_batches(start, with_ids=True,
-                                             stop=cfg.steps),
-                          lambda item: (item[0],
-                                        sharding.global_batch(item[1], mesh),
-                                        item[2]))
+  def _line(self, done: int, m: dict, dt: float) -> str:
+    return (f"step {done}: loss {m['loss']:.4f} mlm {m['mlm_loss']:.4f} "
+            f"align {m['align_loss']:.4f} "
+            + (f"g-mlm {m['gmlm_loss']:.4f} " if self.run.cfg.model.graph_mlm
+               else "")
+            + f"lr {m['lr_lm']:.2e} grad_norm "
+            f"{m['grad_norm']:.3f} {dt:.2f}s/step "
+            f"{m['real_tokens_per_s']:.0f} real tok/s "
+            f"({m['tokens_per_s']:.0f} padded) "
+            + (f"MFU {m['mfu']:.1%} (padded {m['padded_mfu']:.1%})"
+               if self.peak else ""))
+
+  def close(self) -> None:
+    self.bar.close()
+
+
+def train_and_evaluate(cfg, workdir: str, evaluators=None) -> dict:
+  """Trains (or resumes) and returns the last step's metrics.
+
+  `evaluators(cfg, spec)`, given by the entry point (as big_vision's
+  trainers take theirs), returns the callables run at every eval point
+  beside the validation losses: `(bert params, mesh) -> {name: value}`,
+  written as `eval_<name>`. It is called once, with the config as this
+  start resolved it; the loop imports no evaluation code.
+  """
+  run = start_run(cfg, workdir)
+  cfg = run.cfg
+  step_fn, eval_fn, example = jit_steps(cfg, run.spec, run.tx, run.mesh,
+                                        run.shardings)
+  rng = jax.random.key(cfg.seed + 1)
+  compiled = step_fn.lower(run.state, example, rng).compile()
+  padded_flops = metrics_lib.padded_train_flops(cfg, run.spec)
+  peak = peak_lib.peak_tflops_per_device(cfg)
+  if run.lead:
+    _startup(cfg, run.mesh, run.state, compiled, padded_flops, peak,
+             peak_lib.peak_source(cfg))
+  hooks = list(evaluators(cfg, run.spec)) if evaluators is not None else []
+  writer = metrics_lib.MetricsWriter(workdir, run.lead, start=run.start)
+  preempt = Preemption()
+  reporter = StepReporter(run, writer, padded_flops, peak)
+  evaluate = lambda state, step: _evaluate(eval_fn, state, run.pipe,
+                                           run.mesh, writer, step, hooks)
+  try:
+    state, step = _steps(run, step_fn, rng, reporter, evaluate, preempt)
+  except BadStepsError:
+    run.ckpt.close()
+    writer.close()
+    raise
+  reporter.close()
+  if not preempt.requested and step >= cfg.steps - 1:
+    evaluate(state, cfg.steps)
+  run.ckpt.close()
+  writer.close()
+  if run.lead:
+    from bali_jax.train.plots import plot_metrics
+    png = plot_metrics(workdir)
+    print(f"run directory: {storage.display(workdir)}"
+          + (f" (curves: {png})" if png else ""))
+  return reporter.last
+
+
+def _steps(run: RunStart, step_fn, rng, reporter: StepReporter, evaluate,
+           preempt: Preemption):
+  """The steps from `run.start` to the end or to an agreed SIGTERM, with
+  the periodic evaluations and saves; (last state, last step index)."""
+  cfg, state = run.cfg, run.state
+  batches = data.Prefetch(
+      run.pipe.train_batches(run.start, with_ids=True, stop=cfg.steps),
+      lambda item: (item[0], sharding.global_batch(item[1], run.mesh),
+                    item[2]))
   pending = None
-  step = start
+  step = run.start
   try:
     for step, batch, ids in batches:
       if step >= cfg.steps:
         break
       state, m_dev = step_fn(state, batch, rng)
       if pending is not None:
-        report(*pending)
+        reporter(*pending)
       done = step + 1
       pending = (done, m_dev, ids)
       stop = preempt.agreed()
@@ -276,38 +337,25 @@ def train_and_evaluate(cfg, workdir: str, evaluators=None) -> dict:
           for every in (cfg.eval_every, cfg.el_eval_every))
       save = done % cfg.save_every == 0 or stop or done == cfg.steps
       if evals or save or done == cfg.steps:
-        report(*pending)  # in order, before eval lines and saves
+        reporter(*pending)  # in order, before eval lines and saves
         pending = None
       if evals:
-        _evaluate(eval_fn, state, pipe, mesh, writer, done, hooks)
-        clock["t"] = time.time()  # eval time is not step time
-      if save and (not bad["run"] or stop or done == cfg.steps):
+        evaluate(state, done)
+        reporter.restart_clock()
+      if save and (not reporter.bad_run or stop or done == cfg.steps):
         # a skipped step's state is the last good one; periodic saves wait
         # for a good step so the directory holds good steps only
-        ckpt.save(done, state, {"position": position(done), "step": done},
-                  force=stop or done == cfg.steps)
+        run.ckpt.save(done, state, {"position": list(run.pipe.position(done)),
+                                    "step": done},
+                      force=stop or done == cfg.steps)
       if stop:
         print(f"SIGTERM: saved step {done}, stopping", flush=True)
         break
     if pending is not None:
-      report(*pending)
-  except BadStepsError:
-    ckpt.close()
-    writer.close()
-    raise
+      reporter(*pending)
   finally:
     batches.close()
-  bar.close()
-  if not preempt.requested and step >= cfg.steps - 1:
-    _evaluate(eval_fn, state, pipe, mesh, writer, cfg.steps, hooks)
-  ckpt.close()
-  writer.close()
-  if lead:
-    from bali_jax.train.plots import plot_metrics
-    png = plot_metrics(workdir)
-    print(f"run directory: {storage.display(workdir)}"
-          + (f" (curves: {png})" if png else ""))
-  return last
+  return state, step
 
 
 def _evaluate(eval_fn, state, pipe, mesh, writer, step, hooks=()):
