@@ -67,34 +67,6 @@ def pytest_make_collect_report(collector):
   return report
 
 
-def pytest_collection_modifyitems(config, items):
-  """Longest first on every xdist worker, short tests last: the workers
-  end on short tests instead of one waiting for the other's last long one.
-
-  xdist's `worksteal` hands worker i the i-th contiguous chunk of the
-  collection and a worker that runs dry steals from the END of another's
-  queue; so each chunk is laid out as its share of the `slow` tests (dealt
-  round-robin, the kill sequence first: it also waits for its
-  uninterrupted run) followed by short tests.
-  """
-  workers = getattr(config, "workerinput", {}).get("workercount", 1)
-  first = lambda i: "uninterrupted_run" in getattr(i, "fixturenames", ())
-  slow = sorted((i for i in items if i.get_closest_marker("slow")),
-                key=lambda i: not first(i))
-  fast = [i for i in items if not i.get_closest_marker("slow")]
-  sizes, left = [], len(items)
-  for k in range(workers):  # worksteal's initial split
-    sizes.append(left // (workers - k))
-    left -= sizes[-1]
-  chunks = [slow[k::workers] for k in range(workers)]
-  for k, chunk in enumerate(chunks):
-    take = max(0, sizes[k] - len(chunk))
-    chunk.extend(fast[:take])
-    del fast[:take]
-  chunks[-1].extend(fast)
-  items[:] = [i for chunk in chunks for i in chunk]
-
-
 @pytest.fixture(scope="session")
 def starter_dir():
   from bali_jax.open_data import starter_model_dir
