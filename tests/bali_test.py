@@ -159,11 +159,11 @@ def test_bali_params_export_as_plain_bert(tmp_path):
   import transformers
   from bali_jax.hf import export as hf_export
   from bali_jax.model.bert import BertModel
-  from tests.export_hf_test import _tokenizer
+  from tests.export_hf_test import wordpiece_tokenizer
   cfg, model, params, batch = _setup()
   out = tmp_path / "hf"
   hf_export.export_hf(cfg.bert, params, str(out),
-                      _tokenizer(tmp_path, cfg.bert.vocab_size),
+                      wordpiece_tokenizer(tmp_path, cfg.bert.vocab_size),
                       progress=False)
   tm, info = transformers.AutoModelForMaskedLM.from_pretrained(
       out, output_loading_info=True)

@@ -18,11 +18,11 @@ from data_prep.build import BuildOptions, build_dataset
 from bali_jax.readers.corpus import Document
 from bali_jax.readers.errors import BadInputError, BadRecords
 from data_prep.linker import DictionaryLinker
-from tests.data_prep_test import _cohort_documents, _graph, _read
+from tests.data_prep_test import cohort_documents, fixture_graph, read_split
 
 
 def _build(tmp_path, name, docs, **kw):
-  kg = _graph(str(tmp_path / f"kg-{name}"))
+  kg = fixture_graph(str(tmp_path / f"kg-{name}"))
   o = BuildOptions(**{**dict(budgets=tiny_budgets(), views=2, seed=7,
                               validation_percent=15, test_percent=15,
                               workers=2, pack_chunk=48), **kw})
@@ -35,8 +35,8 @@ def _build(tmp_path, name, docs, **kw):
 @pytest.mark.slow
 def test_beam_direct_runner_writes_the_local_records(tmp_path, monkeypatch):
   monkeypatch.setattr(beam_build, "DOCS_PER_SHARD", 16)  # 8 shards
-  local, card_l = _build(tmp_path, "local", _cohort_documents())
-  beam, card_b = _build(tmp_path, "beam", _cohort_documents(),
+  local, card_l = _build(tmp_path, "local", cohort_documents())
+  beam, card_b = _build(tmp_path, "beam", cohort_documents(),
                         runner="direct")
   spec_l = json.load(open(os.path.join(local, "bali_dataset.json")))
   spec_b = json.load(open(os.path.join(beam, "bali_dataset.json")))
@@ -52,7 +52,7 @@ def test_beam_direct_runner_writes_the_local_records(tmp_path, monkeypatch):
     assert open(os.path.join(beam, f)).read() == open(
         os.path.join(local, f)).read(), f
   for split, n in spec_l["splits"].items():
-    a, b = _read(local, split), _read(beam, split)
+    a, b = read_split(local, split), read_split(beam, split)
     assert len(a) == len(b) == n
     assert [int(r["example_id"]) for r in b] == list(range(n))
     for ra, rb in zip(a, b):
@@ -67,7 +67,7 @@ def test_beam_bad_record_names_the_place_and_leaves_nothing(tmp_path,
                                                             monkeypatch):
   from bali_jax.readers.corpus import Mention
   monkeypatch.setattr(beam_build, "DOCS_PER_SHARD", 4)
-  docs = list(_cohort_documents(12))
+  docs = list(cohort_documents(12))
   docs.insert(9, Document("PMID:998", "Anemia is here.",
                           [Mention(0, 6, ["HP:404"])]))
   docs.insert(11, Document("PMID:999", "Anemia is here.",

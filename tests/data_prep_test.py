@@ -28,7 +28,7 @@ def tok():
   return load_tokenizer(starter_model_dir())
 
 
-def _graph(d, bad=None):
+def fixture_graph(d, bad=None):
   p = fx.write_ontologies(d)
   return sources.open_default_graph(
       bad or BadRecords(), mondo=p["mondo"],
@@ -43,7 +43,7 @@ def _opts(**kw):
 
 
 def _build(tmp_path, tok, name="ds", docs=None, **kw):
-  kg = _graph(str(tmp_path / "kg"))
+  kg = fixture_graph(str(tmp_path / "kg"))
   xml = fx.write_pubmed(str(tmp_path / "pubmed.xml.gz"))
   bad = BadRecords(skip=kw.pop("skip", False))
   docs = docs if docs is not None else read_pubmed_xml(xml, bad)
@@ -53,7 +53,7 @@ def _build(tmp_path, tok, name="ds", docs=None, **kw):
   return out, card, kg
 
 
-def _read(out, split):
+def read_split(out, split):
   from data_prep.tfds_builder import load_split
   return [{k: v.numpy() for k, v in r.items()}
           for r in load_split(out, split)]
@@ -61,7 +61,7 @@ def _read(out, split):
 
 # ------------------------------------------------------------------ graph
 def test_open_default_graph_from_fixtures(tmp_path):
-  kg = _graph(str(tmp_path))
+  kg = fixture_graph(str(tmp_path))
   assert "HP:9999999" not in kg.index  # obsolete
   assert "MONDO:0009999" not in kg.index  # deprecated
   anemia = kg.index["HP:0001903"]
@@ -149,7 +149,7 @@ def test_annotation_offsets_outside_text(tmp_path):
 
 # ----------------------------------------------------------------- linker
 def test_linker_longest_match_acronyms_and_stoplist(tmp_path):
-  kg = _graph(str(tmp_path))
+  kg = fixture_graph(str(tmp_path))
   linker = DictionaryLinker(kg)
   # "HH" is too short (< 3 characters); "ida" is the lower-cased copy of
   # the acronym "IDA", an English word, so only "IDA" links
@@ -230,7 +230,7 @@ def test_built_records_match_schema_and_are_consistent(tmp_path, tok):
   b = tiny_budgets()
   assert spec["budgets"] == b.to_dict()
   assert set(spec["splits"]) == {"train_view0", "train_view1"}
-  rows = _read(out, "train_view0")
+  rows = read_split(out, "train_view0")
   assert len(rows) == spec["splits"]["train_view0"] > 0
   shapes = feature_shapes(b)
   for r in rows:
@@ -259,14 +259,14 @@ def test_rebuild_is_byte_identical_and_views_differ(tmp_path, tok):
   for f in files:
     with open(f, "rb") as fa, open(f.replace(a, b), "rb") as fb:
       assert fa.read() == fb.read(), f
-  v0, v1 = _read(a, "train_view0"), _read(a, "train_view1")
+  v0, v1 = read_split(a, "train_view0"), read_split(a, "train_view1")
   diff_graph = any((x["name_ids"] != y["name_ids"]).any()
                    or (x["node_concept"] != y["node_concept"]).any()
                    for x, y in zip(v0, v1))
   assert diff_graph
   c, _, _ = _build(tmp_path, tok, "c", seed=8)
   assert any((x["name_ids"] != y["name_ids"]).any()
-             for x, y in zip(v0, _read(c, "train_view0")))
+             for x, y in zip(v0, read_split(c, "train_view0")))
 
 
 def test_empty_corpus_and_unknown_concept(tmp_path, tok):
@@ -298,7 +298,7 @@ def test_umls_build_restricts_graph(tmp_path, tok):
   assert {kg.relations[r] for _, r in kg.adjacency[c2]} == {"RO", "same_as"}
   out = str(tmp_path / "umls_ds")
   card = build_dataset(docs, kg, tok, out, _opts(), bad)
-  rows = _read(out, "train_view0")
+  rows = read_split(out, "train_view0")
   assert sum(int(r["entity_mask"].sum()) for r in rows) == 5
   assert card["corpus"]["splits"]["train"]["sentences"] == 3
 
@@ -329,7 +329,7 @@ def test_umls_cli_needs_readable_relation_names(tmp_path, tok, capsys):
   rel = (out / "relations.tsv").read_text()
   assert "same_as\tis the same as" in rel
   shown = tok("is the same as", add_special_tokens=False)["input_ids"]
-  rows = _read(str(out), "train_view0")
+  rows = read_split(str(out), "train_view0")
   lin = [r["lin_ids"][r["lin_segment_ids"] > 0].tolist() for r in rows]
   assert any(str(shown)[1:-1] in str(x) for x in lin)
   # without linear rows no names are needed
@@ -371,7 +371,7 @@ def test_open_default_cli_small_slice(tmp_path):
   assert spec["linear_format"] == "v1"
   budgets = spec_budgets(spec)
   for split in spec["splits"]:
-    for r in _read(str(out), split)[:20]:
+    for r in read_split(str(out), split)[:20]:
       assert validate_record(r, budgets, spec["num_concepts"],
                              spec["vocab_size"]) == []
   # the same command again refuses to overwrite a finished dataset
@@ -403,7 +403,7 @@ def test_pubtator_reader_maps_ids_through_mrconso(tmp_path):
 
 
 # ------------------------------------------- packing order, views, add-views
-def _cohort_documents(n=120):
+def cohort_documents(n=120):
   """Documents whose sentences are all distinct (a cohort number in each),
   so a sentence found in a row names its document unambiguously."""
   names = ["anemia", "splenomegaly", "iron deficiency anemia",
@@ -422,7 +422,7 @@ def _row_documents(out, split):
       s = json.loads(line)
       doc_of[tuple(s["ids"])] = s["doc"]
   rows = []
-  for r in _read(out, split):
+  for r in read_split(out, split):
     n = int(r["num_sentences"])
     rows.append([doc_of[tuple(r["input_ids"][r["segment_ids"] == s])]
                  for s in range(1, n + 1)])
@@ -437,7 +437,7 @@ def test_shuffled_packing_mixes_documents_as_chance_says(tmp_path, tok):
   import random
   shares = {}
   for order in ("shuffled", "document"):
-    out, card, _ = _build(tmp_path, tok, order, docs=_cohort_documents(),
+    out, card, _ = _build(tmp_path, tok, order, docs=cohort_documents(),
                           packing_order=order)
     rows = _row_documents(out, "train_view0")
     docs = [d for r in rows for d in r]
@@ -464,7 +464,7 @@ def test_views_are_fresh_without_replacement(tmp_path, tok):
   whenever any part has 2)."""
   from bali_jax.records.examples import NameTokens, sample_view
   from bali_jax.readers.kg import read_tsv
-  out, _, _ = _build(tmp_path, tok, "v", docs=_cohort_documents())
+  out, _, _ = _build(tmp_path, tok, "v", docs=cohort_documents())
   kg = read_tsv(out)
   k = tiny_budgets().max_neighbors
   names = NameTokens(tok, kg, tiny_budgets().max_name_tokens)
@@ -493,8 +493,8 @@ def test_views_are_fresh_without_replacement(tmp_path, tok):
 
 def test_add_views_equals_building_them_at_once(tmp_path, tok):
   from data_prep import cli
-  a, _, _ = _build(tmp_path, tok, "a", docs=_cohort_documents(), views=1)
-  b, _, _ = _build(tmp_path, tok, "b", docs=_cohort_documents(), views=3)
+  a, _, _ = _build(tmp_path, tok, "a", docs=cohort_documents(), views=1)
+  b, _, _ = _build(tmp_path, tok, "b", docs=cohort_documents(), views=3)
   assert cli.main(["add-views", "--data", a, "--views", "3"]) == 0
   sa = json.load(open(os.path.join(a, "bali_dataset.json")))
   sb = json.load(open(os.path.join(b, "bali_dataset.json")))
@@ -505,7 +505,7 @@ def test_add_views_equals_building_them_at_once(tmp_path, tok):
     with open(os.path.join(a, name), "rb") as fa, \
         open(os.path.join(b, name), "rb") as fb:
       assert fa.read() == fb.read()
-  assert len(_read(a, "train_view2")) == sa["splits"]["train_view2"]
+  assert len(read_split(a, "train_view2")) == sa["splits"]["train_view2"]
   assert "train_view2" in open(os.path.join(a, "DATA_CARD.md")).read()
   assert not glob.glob(os.path.join(a, ".add-views.tmp-*"))
   # asking for no more views, or a dataset without its sentences: errors

@@ -22,7 +22,7 @@ from bali_jax.hf.tokenizer import load_tokenizer
 from tests.hf_utils import padded_batch, perturb
 
 
-def _tokenizer(tmp_path, vocab_size):
+def wordpiece_tokenizer(tmp_path, vocab_size):
   """A real WordPiece tokenizer over `vocab_size` made-up tokens."""
   special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
   words = [f"w{i}" for i in range(vocab_size - len(special))]
@@ -57,7 +57,7 @@ def test_export_loads_in_transformers_and_matches(tmp_path):
   params = _params(config)
   out = tmp_path / "hf"
   report = hf_export.export_hf(config, params, str(out),
-                               _tokenizer(tmp_path, config.vocab_size),
+                               wordpiece_tokenizer(tmp_path, config.vocab_size),
                                progress=False)
   assert sorted(os.listdir(out)) == ["config.json", "model.safetensors",
                                      "tokenizer.json", "tokenizer_config.json",
@@ -107,7 +107,7 @@ def test_export_then_import_is_bit_identical(tmp_path):
   from bali_jax.hf import mapping as hf_mapping
   params["bert"] = hf_mapping.scan_layers(params["bert"], 2)
   hf_export.export_hf(config, params, str(tmp_path / "hf"),
-                      _tokenizer(tmp_path, config.vocab_size), progress=False)
+                      wordpiece_tokenizer(tmp_path, config.vocab_size), progress=False)
   back = load_pretrained(tmp_path / "hf", scan_layers=True)
   assert back.config == config
   flat_a = jax.tree_util.tree_leaves_with_path(params)
@@ -122,7 +122,7 @@ def test_sharded_and_bfloat16_export(tmp_path):
   params = _params(config, pooler=False)
   out = tmp_path / "sharded"
   report = hf_export.export_hf(config, params, str(out),
-                               _tokenizer(tmp_path, config.vocab_size),
+                               wordpiece_tokenizer(tmp_path, config.vocab_size),
                                dtype="bfloat16", max_shard_size="100KB",
                                progress=False)
   assert len(report.weight_files) > 2
@@ -175,7 +175,7 @@ def test_export_is_atomic(tmp_path):
   config = tiny_config()
   params = _params(config)
   out = tmp_path / "hf"
-  tok = _tokenizer(tmp_path, config.vocab_size)
+  tok = wordpiece_tokenizer(tmp_path, config.vocab_size)
   hf_export.export_hf(config, params, str(out), tok, progress=False)
   with pytest.raises(FileExistsError):
     hf_export.export_hf(config, params, str(out), tok, progress=False)

@@ -14,7 +14,7 @@ from bali_jax.hf import export as hf_export
 from bali_jax.hf.importer import CheckpointError, load_pretrained
 from bali_jax.model.bert import init_params
 from bali_jax.model.config import tiny_config
-from tests.export_hf_test import _tokenizer
+from tests.export_hf_test import wordpiece_tokenizer
 from tests.cli_runs import subprocess_env
 
 CFG = tiny_config()
@@ -24,7 +24,7 @@ CFG = tiny_config()
 def hf_dir(tmp_path):
   params = init_params(CFG, jax.random.key(0))
   out = tmp_path / "hf"
-  hf_export.export_hf(CFG, params, str(out), _tokenizer(tmp_path, 1000),
+  hf_export.export_hf(CFG, params, str(out), wordpiece_tokenizer(tmp_path, 1000),
                       progress=False)
   return out
 
@@ -77,7 +77,7 @@ def test_sharded_index_problems(tmp_path):
   params = init_params(CFG, jax.random.key(0))
   out = tmp_path / "sh"
   report = hf_export.export_hf(CFG, params, str(out),
-                               _tokenizer(tmp_path, 1000),
+                               wordpiece_tokenizer(tmp_path, 1000),
                                max_shard_size="50KB", progress=False)
   os.remove(out / report.weight_files[1])
   with pytest.raises(CheckpointError, match=report.weight_files[1]):

@@ -499,13 +499,13 @@ def test_init_from_checks_tokenizer_and_loads_bert(tiny_dataset, tmp_path):
   from bali_jax.hf import export as hf_export
   from bali_jax.model.bert import init_params
   from bali_jax.hf.tokenizer import load_tokenizer
-  from tests.export_hf_test import _tokenizer
+  from tests.export_hf_test import wordpiece_tokenizer
   cfg = _cfg(tiny_dataset)
   spec = data.load_spec(tiny_dataset)
   bert = init_params(cfg.model.bert, jax.random.key(5), mlm_head=False)
   other = tmp_path / "other_vocab"
   hf_export.export_hf(cfg.model.bert, bert, str(other),
-                      _tokenizer(tmp_path, 30522), progress=False)
+                      wordpiece_tokenizer(tmp_path, 30522), progress=False)
   mesh = sharding.make_mesh(cfg)
   tx = make_optimizer(cfg)
   with pytest.raises(ValueError, match="its tokenizer differs"):
