@@ -218,6 +218,28 @@ def test_batch_in_sentences_becomes_rows(tiny_dataset):
     configs.resolve_batch(cfg, {**spec, "train_row_means": {}}, 8)
 
 
+def test_resolve_takes_shards_from_the_saved_run_then_batch_and_dtype(
+    tiny_dataset):
+  """configs.resolve, the loop's one resolution: data_shards=0 is the saved
+  run's count when resuming (else one per process), an explicit count is
+  kept; batch_sentences becomes rows; `auto` compute is float32 on CPU;
+  the result is validated."""
+  spec = data.load_spec(tiny_dataset)
+  cfg = _cfg(tiny_dataset, batch_sentences=40)
+  assert configs.resolve(cfg, spec, 8, 2).data_shards == 2
+  assert configs.resolve(cfg, spec, 8, 2,
+                         saved={"data_shards": 4}).data_shards == 4
+  assert configs.resolve(cfg.replace(data_shards=3), spec, 8, 2,
+                         saved={"data_shards": 4}).data_shards == 3
+  r = configs.resolve(cfg, spec, 8)
+  assert r.batch_size == configs.resolve_batch(cfg, spec, 8).batch_size
+  assert r.model.bert.dtype == "float32"
+  assert configs.resolve(cfg, spec, 8, backend="tpu").model.bert.dtype == \
+      "bfloat16"
+  with pytest.raises(ValueError, match="do not divide the 8 devices"):
+    configs.resolve(cfg.replace(mesh_fsdp=3), spec, 8)
+
+
 def test_more_epochs_than_views_stops_before_compiling(tiny_dataset,
                                                        tmp_path):
   import shutil
