@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def _options(args):
   from bali_jax.features import Budgets, tiny_budgets
-  from data_prep.build import BuildOptions
+  from data_prep.pipelines.build import BuildOptions
   budgets = tiny_budgets() if args.budgets == "tiny" else Budgets()
   if args.name_rows != "auto":
     budgets = dataclasses.replace(budgets, name_rows=int(args.name_rows))
@@ -93,8 +93,8 @@ def _hold_out(args, kg) -> None:
 
 def _build(args, docs, kg, bad, **kw) -> int:
   """Builds the dataset at --out and prints its card."""
-  from data_prep.build import build_dataset
-  from data_prep.card import to_markdown
+  from data_prep.pipelines.build import build_dataset
+  from data_prep.records.card import to_markdown
   card = build_dataset(docs, kg, _tokenizer(args.tokenizer), args.out,
                        _options(args), bad, **kw)
   print(to_markdown(card))
@@ -105,7 +105,7 @@ def _build(args, docs, kg, bad, **kw) -> int:
 def cmd_open_default(args) -> int:
   from bali_jax import open_data
   from bali_jax.readers import sources
-  from data_prep.linker import DictionaryLinker
+  from data_prep.linking.linker import DictionaryLinker
   bad = _preamble(args)
   print("reading MONDO + HPO ...")
   kg = sources.open_default_graph(bad, extra_ontologies=args.with_ontology)
@@ -132,8 +132,8 @@ def cmd_umls(args) -> int:
 
 def cmd_kg(args) -> int:
   from bali_jax.readers.kg import Source
-  from data_prep.linker import DictionaryLinker
-  from data_prep.user_data import user_documents, user_graph
+  from data_prep.linking.linker import DictionaryLinker
+  from data_prep.readers.user_data import user_documents, user_graph
   bad = _preamble(args)
   kg = user_graph(args.ontology, args.edges, bad)
   if not len(kg):
@@ -155,7 +155,7 @@ def cmd_kg(args) -> int:
 
 
 def cmd_add_views(args) -> int:
-  from data_prep.add_views import add_views
+  from data_prep.pipelines.add_views import add_views
   spec = add_views(args.data, args.views)
   rows = [spec["splits"][f"train_view{v}"] for v in range(spec["views"])]
   print(f"{args.data}: {spec['views']} train views, rows per view {rows}")

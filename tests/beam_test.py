@@ -13,11 +13,11 @@ import pytest
 from bali_jax.features import tiny_budgets
 from bali_jax.open_data import starter_model_dir
 from bali_jax.hf.tokenizer import load_tokenizer
-from data_prep import beam_build
-from data_prep.build import BuildOptions, build_dataset
+from data_prep.pipelines import beam_build
+from data_prep.pipelines.build import BuildOptions, build_dataset
 from bali_jax.readers.corpus import Document
 from bali_jax.readers.errors import BadInputError, BadRecords
-from data_prep.linker import DictionaryLinker
+from data_prep.linking.linker import DictionaryLinker
 from tests.data_prep_test import cohort_documents, fixture_graph, read_split
 
 

@@ -87,9 +87,9 @@ def tiny_dataset(tmp_path_factory):
   from bali_jax.open_data import starter_model_dir
   from bali_jax.hf.tokenizer import load_tokenizer
   from bali_jax.readers import sources
-  from data_prep.build import BuildOptions, build_dataset
+  from data_prep.pipelines.build import BuildOptions, build_dataset
   from bali_jax.readers.errors import BadRecords
-  from data_prep.linker import DictionaryLinker
+  from data_prep.linking.linker import DictionaryLinker
   d = tmp_path_factory.mktemp("tiny_dataset")
   p = write_ontologies(str(d / "kg"))
   kg = sources.open_default_graph(

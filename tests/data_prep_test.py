@@ -15,11 +15,11 @@ from bali_jax.features import (feature_shapes, spec_budgets, tiny_budgets,
 from bali_jax.open_data import starter_model_dir
 from bali_jax.hf.tokenizer import load_tokenizer
 from bali_jax.readers import ontologies, sources, umls
-from data_prep.build import BuildOptions, build_dataset
+from data_prep.pipelines.build import BuildOptions, build_dataset
 from bali_jax.readers.corpus import Document, Mention, read_pubmed_xml, split_sentences
 from bali_jax.readers.errors import BadInputError, BadRecords
 from bali_jax.readers.kg import KnowledgeGraph
-from data_prep.linker import DictionaryLinker
+from data_prep.linking.linker import DictionaryLinker
 from tests import data_fixtures as fx
 
 
@@ -54,7 +54,7 @@ def _build(tmp_path, tok, name="ds", docs=None, **kw):
 
 
 def read_split(out, split):
-  from data_prep.tfds_builder import load_split
+  from data_prep.records.tfds_builder import load_split
   return [{k: v.numpy() for k, v in r.items()}
           for r in load_split(out, split)]
 
@@ -181,7 +181,7 @@ def test_linker_scoped_synonyms_link_only_when_exact(tmp_path):
   assert linker.rules_removed()["scope"]["names"] == 2
   # OBO-graph JSON follows the same rule; a name given in both a linking
   # and a non-linking scope links
-  from data_prep.user_data import read_obograph_json
+  from data_prep.readers.user_data import read_obograph_json
   j = tmp_path / "scoped.json"
   j.write_text(json.dumps({"graphs": [{"nodes": [{
       "id": "http://purl.obolibrary.org/obo/X_2", "lbl": "hypophysitis",
@@ -218,7 +218,7 @@ def test_linker_single_common_words_do_not_link_alone():
   assert removed["single common word"]["examples"] == ["wound (M:1)"]
   assert removed["single modifier word"]["examples"] == ["pituitary (M:2)"]
   # the real general-English list knows "wound" but not "pituitary"
-  from data_prep.linker import general_english_words
+  from data_prep.linking.linker import general_english_words
   words = general_english_words()
   assert "wound" in words and "pituitary" not in words
 

@@ -188,11 +188,11 @@ def test_heldout_synonyms_never_reach_records_or_linker(tmp_path):
   from bali_jax.open_data import starter_model_dir
   from bali_jax.hf.tokenizer import load_tokenizer
   from bali_jax.readers import ontologies
-  from data_prep.build import BuildOptions, build_dataset
+  from data_prep.pipelines.build import BuildOptions, build_dataset
   from bali_jax.readers.errors import BadRecords
   from bali_jax.readers.kg import KnowledgeGraph
-  from data_prep.linker import DictionaryLinker
-  from data_prep.tfds_builder import load_split
+  from data_prep.linking.linker import DictionaryLinker
+  from data_prep.records.tfds_builder import load_split
   obo = tmp_path / "syn.obo"
   obo.write_text(efx.synonym_obo())
   kg = KnowledgeGraph()

@@ -174,9 +174,9 @@ def _write(root, files: dict[str, str]) -> str:
     ({"bali_jax/bench/a.py": "from bali_jax.train import loop\n"
                              "x = loop._global\n",
       "bali_jax/train/loop.py": ""}, "bali_jax.train.loop._global"),
-    ({"bali_jax/eval/a.py": "import data_prep.build\n",
-      "data_prep/build.py": ""}, "never imports data_prep"),
-    ({"data_prep/build.py": "from bali_jax.train import loop\n",
+    ({"bali_jax/eval/a.py": "import data_prep.pipelines.build\n",
+      "data_prep/pipelines/build.py": ""}, "never imports data_prep"),
+    ({"data_prep/pipelines/build.py": "from bali_jax.train import loop\n",
       "bali_jax/train/loop.py": ""}, "data_prep imports the base only"),
 ])
 def test_the_check_finds_each_kind_of_problem(tmp_path, files, expect):

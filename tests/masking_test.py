@@ -101,7 +101,7 @@ def test_mention_masking_masks_all_mention_tokens_and_excludes_them():
 
 
 def _records(tiny_dataset, n=24):
-  from data_prep.tfds_builder import load_split
+  from data_prep.records.tfds_builder import load_split
   from bali_jax.train.input_pipeline import load_spec
   spec = load_spec(tiny_dataset)
   rows = [{k: v.numpy() for k, v in r.items()}

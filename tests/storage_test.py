@@ -84,9 +84,9 @@ def test_dataset_built_to_a_url_reads_back_like_a_local_one(tmp_path):
   from bali_jax.hf.tokenizer import load_tokenizer
   from bali_jax.train.input_pipeline import load_spec
   from bali_jax.readers import sources
-  from data_prep.build import BuildOptions, build_dataset
+  from data_prep.pipelines.build import BuildOptions, build_dataset
   from bali_jax.readers.errors import BadRecords
-  from data_prep.linker import DictionaryLinker
+  from data_prep.linking.linker import DictionaryLinker
   from tests.data_fixtures import synthetic_documents, write_ontologies
   tok = load_tokenizer(starter_model_dir())
   out = {}

@@ -243,7 +243,7 @@ def test_resolve_takes_shards_from_the_saved_run_then_batch_and_dtype(
 def test_more_epochs_than_views_stops_before_compiling(tiny_dataset,
                                                        tmp_path):
   import shutil
-  from data_prep.add_views import add_views
+  from data_prep.pipelines.add_views import add_views
   spec = data.load_spec(tiny_dataset)
   per_epoch = spec["splits"]["train_view0"] // 8
   cfg = _cfg(tiny_dataset, steps=2 * per_epoch + 1)  # 3 epochs, 2 views

@@ -1,6 +1,6 @@
 """The per-document work of a build, shared by the local loop
-(data_prep/build.py, in a process pool) and Beam's workers
-(data_prep/beam_build.py): split sentences, link them when the corpus
+(data_prep/pipelines/build.py, in a process pool) and Beam's workers
+(data_prep/pipelines/beam_build.py): split sentences, link them when the corpus
 has no mentions, tokenize; and the per-split tally both keep. Neither
 pipeline imports the other for it."""
 
@@ -12,7 +12,7 @@ import json
 from bali_jax.readers.corpus import split_sentences
 from bali_jax.readers.errors import BadRecords
 from bali_jax.records.examples import tokenize_document
-from data_prep.linker import LinkStats
+from data_prep.linking.linker import LinkStats
 
 
 def split_of(doc_id: str, o) -> str:

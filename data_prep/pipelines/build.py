@@ -4,7 +4,7 @@ Pipeline: documents -> (link raw text) -> sentences -> tokenized, linked
 sentences (streamed to per-split JSON lines, split by document so evaluation
 never sees training text) -> per view: sentences in a seeded random order,
 sampled subgraphs and names -> packed rows -> tensorflow-datasets
-TFRecords (`data_prep.views`). Everything is written under a
+TFRecords (`data_prep.records.views`). Everything is written under a
 temporary sibling of the output directory, renamed into place at the end.
 
 Output directory:
@@ -40,15 +40,16 @@ from tqdm import tqdm
 from bali_jax import storage
 from bali_jax.features import Budgets
 from bali_jax.hf.tokenizer import save_tokenizer
-from data_prep import card
+from data_prep.records import card
 from bali_jax.readers.errors import BadInputError, BadRecords
 from bali_jax.records.examples import NameTokens
 from bali_jax.readers.kg import KnowledgeGraph
-from data_prep.linker import DictionaryLinker
-from data_prep.tokenize_worker import (SPLITS, CorpusTally, init_worker,
-                                      process_document)
+from data_prep.linking.linker import DictionaryLinker
+from data_prep.pipelines.tokenize_worker import (SPLITS, CorpusTally,
+                                                init_worker,
+                                                process_document)
 from bali_jax.records.linearize import FORMATS, Linearizer
-from data_prep.views import ORDERS, ViewRows, size_rows
+from data_prep.records.views import ORDERS, ViewRows, size_rows
 
 DATASET_NAME = "bali_records"
 RUNNERS = ("local", "direct", "dataflow", "flink", "spark")
@@ -77,7 +78,7 @@ class BuildOptions:
   # sentences per packing chunk (views.ViewRows; 0 = a view is one chunk):
   # the unit of work the Beam path distributes
   pack_chunk: int = 16384
-  # "local" (process pool) or a Beam runner (data_prep.beam_build)
+  # "local" (process pool) or a Beam runner (data_prep.pipelines.beam_build)
   runner: str = "local"
   beam_options: str = ""  # pass-through pipeline options, "k=v,k=v"
   beam_temp: str | None = None  # where Beam workers exchange files
@@ -109,7 +110,7 @@ def _tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad,
   """Streams documents through the workers into per-split JSON lines
   (Beam's workers when `beam`, the build's BeamPacking, is given)."""
   if beam is not None:
-    from data_prep.beam_build import tokenize_corpus
+    from data_prep.pipelines.beam_build import tokenize_corpus
     return tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad,
                            beam.temp)
   files = {s: open(os.path.join(tmp, f"sentences_{s}.jsonl"), "w")
@@ -186,7 +187,7 @@ def build_dataset(documents, kg: KnowledgeGraph, tokenizer, out_dir: str,
 
 
 def _build_local(documents, kg, tokenizer, out_dir, o, bad, linker, extra):
-  from data_prep.tfds_builder import BaliRecords, prepare
+  from data_prep.records.tfds_builder import BaliRecords, prepare
   t0 = time.time()
   if kg.heldout is None:  # before the linker and the name sampler see names
     kg.reserve_synonyms(o.heldout_synonyms, o.seed)
@@ -200,7 +201,7 @@ def _build_local(documents, kg, tokenizer, out_dir, o, bad, linker, extra):
   beam = None
   try:
     if o.runner != "local":
-      from data_prep import beam_build
+      from data_prep.pipelines import beam_build
       beam = beam_build.BeamPacking(o, beam_build.temp_dir(o, tmp))
     counts, link_stats, docs_seen = _tokenize_corpus(
         documents, kg, tokenizer, linker, o, tmp, bad, beam)

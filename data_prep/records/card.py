@@ -73,7 +73,7 @@ def to_markdown(c: dict) -> str:
                     for m in ln["most_linked"])
     if ln.get("precision_rules"):
       lines += ["", "Names kept from linking by the precision rules "
-                "(data_prep/linker.py):", "",
+                "(data_prep/linking/linker.py):", "",
                 "| rule | names | examples |", "|---|---|---|"]
       lines += _table((r, v["names"], ", ".join(v["examples"]))
                       for r, v in ln["precision_rules"].items())

@@ -84,9 +84,9 @@ class ViewRows:
   A view's packing order is cut into chunks of `chunk` sentences (0: one
   chunk), each packed by a fresh packer whose open rows are emitted at the
   chunk's end. Chunks are independent, so the Beam path
-  (`data_prep.beam_build`) packs them on different workers and gets the
-  same rows; example ids number the rows in chunk order. A split smaller
-  than one chunk packs exactly as an unchunked packer would.
+  (`data_prep.pipelines.beam_build`) packs them on different workers and
+  gets the same rows; example ids number the rows in chunk order. A split
+  smaller than one chunk packs exactly as an unchunked packer would.
   `open_rows` is the packer's window (1 = plain greedy, older datasets);
   `linearizer` (bali_jax.records.linearize) adds the masking variants and linear
   rows the budgets ask for."""

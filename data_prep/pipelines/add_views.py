@@ -24,12 +24,13 @@ import tempfile
 
 from bali_jax.features import spec_budgets
 from bali_jax.hf.tokenizer import load_tokenizer
-from data_prep import card
-from data_prep.build import SPEC_FILE, make_linearizer, train_row_means
+from data_prep.records import card
+from data_prep.pipelines.build import (SPEC_FILE, make_linearizer,
+                                       train_row_means)
 from bali_jax.readers.errors import BadInputError
 from bali_jax.records.examples import NameTokens
 from bali_jax.readers.kg import read_tsv
-from data_prep.views import ViewRows
+from data_prep.records.views import ViewRows
 
 
 def _replace_json(path: str, obj) -> None:
@@ -42,7 +43,7 @@ def _replace_json(path: str, obj) -> None:
 def add_views(data_dir: str, views: int) -> dict:
   """Adds train views up to `views` in all; returns the updated spec."""
   from bali_jax import storage
-  from data_prep.tfds_builder import BaliRecords, prepare
+  from data_prep.records.tfds_builder import BaliRecords, prepare
   if storage.is_url(data_dir):
     raise BadInputError(
         f"add-views --data {data_dir}: works on a local dataset (it "

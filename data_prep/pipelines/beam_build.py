@@ -1,9 +1,9 @@
 """data_prep on Apache Beam: the same build, distributed.
 
 `--runner direct|dataflow|flink|spark` runs the two heavy stages of
-`data_prep.build` as Beam pipelines; the graph is read on the driver (it
-fits: UMLS is a few GB) and shipped to the workers as one pickled context
-file. Workers and the driver exchange files under a shared temporary
+`data_prep.pipelines.build` as Beam pipelines; the graph is read on the
+driver (it fits: UMLS is a few GB) and shipped to the workers as one
+pickled context file. Workers and the driver exchange files under a shared temporary
 directory (`--beam-temp`, a gs:// or other shared path on a cluster; by
 default a directory beside the output for DirectRunner).
 
@@ -111,12 +111,12 @@ class TokenizeShard(beam.DoFn):
     self.temp, self.o, self.skip_bad = temp, o, skip_bad
 
   def setup(self):
-    from data_prep.tokenize_worker import init_worker
+    from data_prep.pipelines.tokenize_worker import init_worker
     init_worker(*_load(storage.join(self.temp, "context.pkl")))
 
   def process(self, shard: int):
     import io
-    from data_prep.tokenize_worker import (SPLITS, CorpusTally,
+    from data_prep.pipelines.tokenize_worker import (SPLITS, CorpusTally,
                                           process_document)
     from bali_jax.readers.errors import BadInputError, BadRecords
     docs = _load(storage.join(self.temp, "docs", f"{shard:06d}.pkl"))
@@ -156,7 +156,7 @@ def tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad,
                     temp: str):
   """Stage 1 (see the module doc); returns what the local loop returns.
   `temp`: the build's worker directory (`temp_dir`)."""
-  from data_prep.tokenize_worker import SPLITS, CorpusTally
+  from data_prep.pipelines.tokenize_worker import SPLITS, CorpusTally
   from bali_jax.readers.errors import BadInputError
   _dump(storage.join(temp, "context.pkl"),
         (kg, tokenizer, linker, o.budgets.seq_len, bad.skip))

@@ -27,7 +27,8 @@ class BaliRecords(tfds.core.GeneratorBasedBuilder):
   def __init__(self, *, gens: dict, budgets: Budgets, beam=None, **kwargs):
     self._gens = gens
     self._budgets = budgets
-    self._beam = beam  # data_prep.beam_build.BeamPacking, or None: local
+    # data_prep.pipelines.beam_build.BeamPacking, or None: local
+    self._beam = beam
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
