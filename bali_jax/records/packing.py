@@ -1,12 +1,12 @@
 """Packing sentence views into fixed-shape rows (the record schema).
 
 First-fit over a few open rows, in the order sentences arrive
-(`data_prep.records.views` shuffles them): a sentence joins the first
-open row where its tokens, links, entities, nodes, edges and every
-concept name (first-fit over the row's name rows) all fit; when none has room, the fullest row is
-emitted and a new one opened. Rows never split a
-sentence or a subgraph. A sentence too big for an empty
-row keeps its first entities that fit (their subgraphs whole) and is counted.
+(`data_prep.records.views` shuffles them): a sentence joins the first open
+row where its tokens, links, entities, nodes, edges and every concept name
+(first-fit over the row's name rows) all fit; when none has room, the
+fullest row is emitted and a new one opened. Rows never split a sentence or
+a subgraph. A sentence too big for an empty row keeps its first entities
+that fit (their subgraphs whole) and is counted.
 `PackStats` measures padding waste, the packed distribution and how often
 a row holds two sentences of one document (against what chance gives).
 """

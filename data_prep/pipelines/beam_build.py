@@ -2,8 +2,8 @@
 
 `--runner direct|dataflow|flink|spark` runs the two heavy stages of
 `data_prep.pipelines.build` as Beam pipelines; the graph is read on the
-driver (it fits: UMLS is a few GB) and shipped to the workers as one
-pickled context file. Workers and the driver exchange files under a shared temporary
+driver (it fits: UMLS is a few GB) and shipped to the workers as one pickled
+context file. Workers and the driver exchange files under a shared temporary
 directory (`--beam-temp`, a gs:// or other shared path on a cluster; by
 default a directory beside the output for DirectRunner).
 
@@ -75,7 +75,8 @@ def temp_dir(o, tmp: str) -> str:
 def _importable() -> None:
   """DirectRunner's worker processes import our modules by name: give
   them the directory this package lives in."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))  # data_prep/pipelines/ -> the checkout
   paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
   if root not in paths:
     os.environ["PYTHONPATH"] = os.pathsep.join([root] + [p for p in paths
