@@ -208,7 +208,6 @@ def batch_multiple(cfg: TrainConfig, num_devices: int,
                    process_count: int = 1) -> int:
   """Rows per step must be a multiple of this (mesh x accumulation x
   input shards)."""
-  import math
   data, fsdp, _ = mesh_shape(cfg, num_devices)
   return math.lcm(data * fsdp * cfg.grad_accum_steps,
                   cfg.data_shards or process_count)

@@ -22,6 +22,7 @@ import dataclasses
 from typing import Callable
 
 import numpy as np
+from flax import traverse_util
 
 from bali_jax.model.config import BertConfig
 
@@ -133,24 +134,10 @@ def normalize_hf_name(name: str) -> str:
 
 
 # ------------------------------------------------------------ tree helpers
-def flatten(tree: dict, prefix: Path = ()) -> dict[Path, object]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(flatten(v, prefix + (k,)))
-    else:
-      out[prefix + (k,)] = v
-  return out
-
-
-def unflatten(flat: dict[Path, object]) -> dict:
-  tree: dict = {}
-  for path, v in flat.items():
-    node = tree
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = v
-  return tree
+# nested dicts <-> {path tuple: leaf}: Flax's own, which model/graph_io uses
+# too (one implementation for every parameter tree)
+flatten = traverse_util.flatten_dict
+unflatten = traverse_util.unflatten_dict
 
 
 def unscan_layers(bert: dict, num_layers: int) -> dict:
