@@ -42,20 +42,27 @@ def train_cli(workdir, data_dir, *overrides, env=None, devices=8, extra=()):
                           stderr=subprocess.STDOUT, text=True)
 
 
-def losses(workdir) -> dict:
-  """step -> (loss, mlm, align) from the whole lines of a (live) log."""
-  out = {}
+def loss_rows(workdir) -> list[dict]:
+  """The whole lines with a training loss of a (live) metrics.jsonl: a
+  pre-training or a fine-tuning run's."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
-    return out
+    return []
+  rows = []
   for line in open(path):
     try:
       row = json.loads(line)
     except ValueError:
       continue  # being written, or cut by a kill
     if "loss" in row:
-      out[row["step"]] = (row["loss"], row["mlm_loss"], row["align_loss"])
-  return out
+      rows.append(row)
+  return rows
+
+
+def losses(workdir) -> dict:
+  """step -> (loss, mlm, align) of a pre-training run's (live) log."""
+  return {r["step"]: (r["loss"], r["mlm_loss"], r["align_loss"])
+          for r in loss_rows(workdir)}
 
 
 def sigterm_after(proc, workdir, steps: int) -> str:

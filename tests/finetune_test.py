@@ -3,7 +3,6 @@ against transformers, the exported task models, and a learnable toy task
 end to end through the CLI (best-on-dev export, SIGTERM + exact resume)."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 
 from bali_jax.finetune import tasks
 from bali_jax.finetune.tasks import TaskDataError, read_task
-from tests.cli_runs import subprocess_env
+from tests.cli_runs import loss_rows, subprocess_env
 
 # ------------------------------------------------------------------ readers
 
@@ -306,17 +305,7 @@ def _cli(toy, workdir, *extra):
 
 
 def _losses(run_dir):
-  out = {}
-  path = os.path.join(run_dir, "metrics.jsonl")
-  if os.path.exists(path):
-    for line in open(path):
-      try:
-        row = json.loads(line)
-      except ValueError:
-        continue
-      if "loss" in row:
-        out[row["step"]] = row["loss"]
-  return out
+  return {r["step"]: r["loss"] for r in loss_rows(run_dir)}
 
 
 @pytest.mark.slow
