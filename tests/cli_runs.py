@@ -22,10 +22,13 @@ def subprocess_env(devices: int | None = None, optimized: bool = False,
   """The environment of a `python -m` run started by a test: this
   session's (its compilation cache, the test XLA flags) without the
   session's fake device count, or with `devices` of them. `optimized`:
-  XLA's default optimisation level, for runs that spend more time
-  executing than compiling (the starter MiniLM's steps: measured 23 s a
-  warm fine-tuning run against 38 s at level 0)."""
-  drop = ("device_count",) + (("optimization_level",) if optimized else ())
+  XLA's default optimisation level and fusion emitters (no test compile
+  flags), for runs that spend more time executing than compiling (the
+  starter MiniLM's steps: measured 23 s a warm fine-tuning run against
+  38 s at level 0; a cold one 37 s against 82 s with the legacy
+  emitters)."""
+  drop = ("device_count",) + (
+      ("optimization_level", "fusion_emitters") if optimized else ())
   flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
            if not any(d in f for d in drop)]
   if devices:
