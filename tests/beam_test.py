@@ -32,7 +32,7 @@ def _build(tmp_path, name, docs, **kw):
   return out, card
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)
 def test_beam_direct_runner_writes_the_local_records(tmp_path, monkeypatch):
   monkeypatch.setattr(beam_build, "DOCS_PER_SHARD", 16)  # 8 shards
   local, card_l = _build(tmp_path, "local", cohort_documents())

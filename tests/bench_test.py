@@ -152,7 +152,7 @@ def test_unpack_for_the_authors_stack_keeps_the_same_work():
   assert sorted(flat.tolist()) == sorted(packed[m].tolist())
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=45)
 def test_bench_on_records_reports_every_field(tiny_dataset, tmp_path):
   from bali_jax.cli import main
   out = tmp_path / "bench.json"
@@ -180,7 +180,7 @@ def test_bench_on_records_reports_every_field(tiny_dataset, tmp_path):
   assert r["device"]["count"] == 8 and r["versions"]["jax"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=25)
 def test_bench_synthetic_and_against_torch(tmp_path):
   """Synthetic batches, ours beside the authors' PyTorch stack. Without the
   bench extras only ours runs and the test then skips (a failure under

@@ -338,7 +338,7 @@ def test_umls_cli_needs_readable_relation_names(tmp_path, tok, capsys):
   assert spec["budgets"]["lin_rows"] == 0 and spec["linear_format"] is None
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=35)
 def test_open_default_cli_small_slice(tmp_path):
   """The real open data from PyPI, a small slice, both worker processes."""
   import subprocess

@@ -312,7 +312,7 @@ def test_empty_dictionary_and_unknown_prefix_are_clear_errors(tmp_path):
 
 
 # ------------------------------------------------------------ CLI
-@pytest.mark.slow
+@pytest.mark.slow(seconds=20)
 def test_evaluate_cli_two_models_table_and_json(tmp_path, starter_dir):
   data = efx.write_eval_dataset(str(tmp_path / "ds"))
   out = tmp_path / "report.json"
@@ -341,7 +341,7 @@ def test_evaluate_cli_two_models_table_and_json(tmp_path, starter_dir):
 
 
 # ------------------------------------------------------------ in training
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
   from bali_jax import configs
   from bali_jax.eval.in_training import evaluators
@@ -365,7 +365,7 @@ def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
   assert saved["models"][0]["step"] == 4
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=100)
 def test_ablation_runner_table(tiny_dataset, tmp_path, monkeypatch):
   from bali_jax.eval import ablation
   work = str(tmp_path / "abl")

@@ -35,7 +35,7 @@ def _same(a, b) -> bool:
                                        equal_nan=True)), a, b)))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=20)
 def test_a_non_finite_step_is_skipped_and_a_finite_one_applied(tiny_dataset):
   spec = data.load_spec(tiny_dataset)
   cfg = _cfg(tiny_dataset)
@@ -61,7 +61,7 @@ def test_a_non_finite_step_is_skipped_and_a_finite_one_applied(tiny_dataset):
                    jax.device_get(state.params))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=20)
 def test_consecutive_bad_steps_stop_the_run_with_good_checkpoints_only(
     tiny_dataset, tmp_path):
   """An absurd learning rate overflows the weights after the first
@@ -89,7 +89,7 @@ def test_consecutive_bad_steps_stop_the_run_with_good_checkpoints_only(
   ck.close()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=60)
 def test_resume_refuses_another_config_and_allows_cadence(tiny_dataset,
                                                            tmp_path):
   wd = str(tmp_path / "run")
@@ -211,7 +211,7 @@ def _kill_when(proc, hit, poll: float) -> str:
   return out
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=140)
 def test_kill_sequence_resumes_exactly(tiny_dataset, uninterrupted_run,
                                        tmp_path):
   """One run stopped three ways, then finished with the same command:

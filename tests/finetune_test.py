@@ -308,7 +308,7 @@ def _losses(run_dir):
   return {r["step"]: r["loss"] for r in loss_rows(run_dir)}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=90)
 def test_toy_task_learns_exports_best_and_resumes_exactly(tmp_path, toy,
                                                           capsys):
   import torch

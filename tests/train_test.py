@@ -26,7 +26,7 @@ def _cfg(data_dir, **kw):
   return configs.apply_overrides(cfg, [f"{k}={v}" for k, v in kw.items()])
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=25)
 def test_two_steps_on_2x4_mesh_with_golden_specs(tiny_dataset):
   cfg = _cfg(tiny_dataset, mesh_data=2, mesh_fsdp=4)
   spec = data.load_spec(tiny_dataset)
@@ -65,7 +65,7 @@ def test_two_steps_on_2x4_mesh_with_golden_specs(tiny_dataset):
   assert not any(jax.tree.leaves(moved["bert"]["pooler"]))  # frozen
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 def test_one_compilation_per_run(tiny_dataset, tmp_path):
   cfg = _cfg(tiny_dataset, steps=5, save_every=100, eval_batches=1)
   with compilations() as names:
@@ -85,7 +85,7 @@ def test_one_compilation_per_run(tiny_dataset, tmp_path):
   assert configs.from_dict(saved) == cfg.replace(data_shards=1)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=85)
 def test_linear_kind_trains_compiles_once_resumes_and_exports(
     tiny_dataset, tmp_path):
   """graph_encoder=linear with G-MLM and concept-name masking: one
@@ -122,7 +122,7 @@ def test_linear_kind_trains_compiles_once_resumes_and_exports(
   assert not (hf / "graph_encoder.safetensors").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=95)
 def test_two_processes_match_one_and_resume_elastically(tiny_dataset,
                                                          tmp_path, capsys):
   """2 processes x 2 devices (`jax.distributed` on localhost) train the same
@@ -358,7 +358,7 @@ def test_launch_slurm_writes_a_valid_sbatch_script(tmp_path):
                  "--dry-run")[0].returncode == 2
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=25)
 def test_accumulation_equals_one_big_batch(tiny_dataset):
   """GradCache: with dropout off and the same masks, 4 micro-batches give
   the loss, metrics and gradients of one batch of 4x the rows to 1e-5
@@ -410,7 +410,7 @@ def test_accumulation_equals_one_big_batch(tiny_dataset):
   assert abs(np.mean(per) - float(m1["loss"])) > 1e-3
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=15)
 def test_accumulation_equals_one_big_batch_linear_kind(tiny_dataset):
   """The same for graph_encoder=linear with G-MLM and concept-name masking:
   losses and gradients of 4 micro-batches equal one batch (1e-5)."""
@@ -471,12 +471,13 @@ def _one_step(cfg, spec, batch, mesh):
   step = jax.jit(lambda s, b, r: train_step(s, b, r, cfg=cfg, spec=spec,
                                             tx=tx))
   args = (state, sharding.global_batch(batch, mesh), jax.random.key(1))
-  scans = _scan_lengths(jax.make_jaxpr(step)(*args).jaxpr)
-  state, m = step(*args)
+  traced = step.trace(*args)  # one trace: its jaxpr, then its executable
+  scans = _scan_lengths(traced.jaxpr.jaxpr)
+  state, m = traced.lower().compile()(*args)
   return before, jax.device_get(state.params), jax.device_get(m), scans
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=55)
 def test_accumulation_through_the_step_equals_one_batch_and_bf16_step(
     tiny_dataset):
   """Through `train_step`: 4 accumulated micro-batches (dropout off; the
@@ -544,7 +545,7 @@ def test_init_from_checks_tokenizer_and_loads_bert(tiny_dataset, tmp_path):
                jax.device_get(bert["bert"]))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=20)
 def test_frozen_bert_warmup_moves_only_heads_and_gnn(tiny_dataset):
   """freeze_bert_steps=2: the BERT is bit-identical for exactly two steps
   (rate 0) while the MLM head and the GNN move; the third step moves it.
