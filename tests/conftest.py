@@ -29,8 +29,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # tests/cli_runs.subprocess_env), as CPU numerics are the same IEEE
 # operations; `bench` and users compile with XLA's defaults. Measured on
 # the tiny train step (8 devices, 2 cores): 8-12 s to compile with the
-# fusion emitters, 6-7.4 s without; the whole suite 835 s -> 676 s with
-# this and the single-process checkpoint saves (train/checkpoint).
+# fusion emitters, 6-7.4 s without. Runs that mostly execute (the
+# starter's fine-tuning) drop both flags: `subprocess_env(optimized=True)`.
 TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0 "
                   "--xla_cpu_use_fusion_emitters=false")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
