@@ -7,6 +7,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 
 from bali_jax import storage
@@ -75,6 +76,35 @@ def test_run_metrics_and_plots_go_to_a_url():
   assert png == storage.join(run, "metrics.png")
   with storage.open_file(png, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tensorboard_events_read_back_with_tensorflow(tmp_path):
+  """Our scalar event files (train/tb_events) as TensorFlow reads them:
+  its record reader checks every CRC, its `Event` proto parses the
+  version header and each scalar's tag, step and value."""
+  import tensorflow as tf
+  from tensorflow.core.util import event_pb2
+  from bali_jax.train.metrics import MetricsWriter
+  from bali_jax.train.tb_events import crc32c
+  assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+  run = str(tmp_path / "run")
+  w = MetricsWriter(run, True, start=0)
+  rows = {1: {"loss": 17.87, "lr_lm": 2e-5}, 300: {"loss": 0.5, "mfu": 0.0}}
+  for step, row in rows.items():
+    w.write(step, row)
+  w.write(300, {"acc@1": 0.25}, prefix="eval_")
+  w.close()
+  [name] = os.listdir(os.path.join(run, "tensorboard"))
+  assert name.startswith("events.out.tfevents.")
+  events = [event_pb2.Event.FromString(r.numpy()) for r in
+            tf.data.TFRecordDataset(os.path.join(run, "tensorboard", name))]
+  assert events[0].file_version == "brain.Event:2"
+  got = [(e.step, v.tag, v.simple_value) for e in events[1:]
+         for v in e.summary.value]
+  want = [(step, k, float(np.float32(v))) for step, row in rows.items()
+          for k, v in row.items()] + [(300, "eval_acc@1", 0.25)]
+  assert got == want
+  assert all(e.wall_time > 1.7e9 for e in events)
 
 
 def test_dataset_built_to_a_url_reads_back_like_a_local_one(tmp_path):

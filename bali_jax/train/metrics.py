@@ -16,6 +16,7 @@ import time
 
 from bali_jax import storage
 from bali_jax.train import flops
+from bali_jax.train.tb_events import ScalarWriter
 
 
 def _sum(d: dict) -> float:
@@ -70,18 +71,17 @@ class MetricsWriter:
     self.jsonl = self.tb = None
     if not enabled:
       return
-    from tensorboardX import SummaryWriter
     kept = _kept_lines(self.path, start)
     if self.remote:
       self.lines = kept or []
       self._tb_local = tempfile.mkdtemp(prefix="bali-tb-")
-      self.tb = SummaryWriter(self._tb_local)
+      self.tb = ScalarWriter(self._tb_local)
     else:
       storage.makedirs(workdir)
       if kept is not None:
         storage.write_text(self.path, "".join(kept))
       self.jsonl = storage.open_file(self.path, "a")  # local: append
-      self.tb = SummaryWriter(self.tb_dir)
+      self.tb = ScalarWriter(self.tb_dir)
 
   def write(self, step: int, metrics: dict, prefix: str = "") -> None:
     if not self.enabled:
