@@ -23,18 +23,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-# Tiny test programs spend their time compiling, not running: XLA's CPU
-# backend compiles them at optimisation level 0 and with its older loop
-# emitters here (and in the `python -m` runs the tests start:
-# tests/cli_runs.subprocess_env), as CPU numerics are the same IEEE
-# operations; `bench` and users compile with XLA's defaults. Measured on
-# the tiny train step (8 devices, 2 cores): 8-12 s to compile with the
-# fusion emitters, 6-7.4 s without. Runs that mostly execute (the
-# starter's fine-tuning) drop both flags: `subprocess_env(optimized=True)`.
-TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0 "
-                  "--xla_cpu_use_fusion_emitters=false")
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                      + TEST_XLA_FLAGS)
+# the test compile flags (tests/cli_runs.TEST_XLA_FLAGS says why)
+from tests.cli_runs import TEST_XLA_FLAGS  # noqa: E402 (no jax inside)
+os.environ.setdefault("XLA_FLAGS", " ".join(
+    ("--xla_force_host_platform_device_count=8",) + TEST_XLA_FLAGS))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
