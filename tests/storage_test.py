@@ -105,6 +105,11 @@ def test_tensorboard_events_read_back_with_tensorflow(tmp_path):
           for k, v in row.items()] + [(300, "eval_acc@1", 0.25)]
   assert got == want
   assert all(e.wall_time > 1.7e9 for e in events)
+  # a resume in the same process and second writes a file of its own
+  w = MetricsWriter(run, True, start=300)
+  w.write(301, {"loss": 0.25})
+  w.close()
+  assert len(os.listdir(os.path.join(run, "tensorboard"))) == 2
 
 
 def test_dataset_built_to_a_url_reads_back_like_a_local_one(tmp_path):

@@ -13,12 +13,14 @@ never log. The files are read back by TensorFlow's own record reader and
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import struct
 import time
 
 _CRC32C_POLY = 0x82F63B78  # Castagnoli, reflected
+_WRITERS = itertools.count()  # this process's writers: one file each
 
 
 def _crc_table() -> list[int]:
@@ -92,8 +94,10 @@ class ScalarWriter:
   def __init__(self, logdir: str):
     os.makedirs(logdir, exist_ok=True)  # local: MetricsWriter stages URLs
     now = time.time()
+    # the process's writer count keeps a second writer of the same second
+    # (a run resumed in-process) out of the first one's file
     name = (f"events.out.tfevents.{int(now)}.{socket.gethostname()}."
-            f"{os.getpid()}")
+            f"{os.getpid()}.{next(_WRITERS)}")
     self.path = os.path.join(logdir, name)
     self._f = open(self.path, "ab")  # local: as above
     self._f.write(record(event(now, file_version="brain.Event:2")))
