@@ -36,9 +36,9 @@ def abstract_state(cfg, spec, tx, mesh):
 
 def create_state(cfg, spec, tx, mesh, rng):
   abstract, shardings, example = abstract_state(cfg, spec, tx, mesh)
-  init = jax.jit(lambda r: nn.meta.unbox(init_state(cfg, r, example, tx)),
-                 out_shardings=shardings)
-  state = init(rng)
+  def bali_init(r):  # named: compile logs say which function
+    return nn.meta.unbox(init_state(cfg, r, example, tx))
+  state = jax.jit(bali_init, out_shardings=shardings)(rng)
   if cfg.init_from:
     state = load_bert(cfg, spec, state, tx, shardings)
   return state, abstract, shardings

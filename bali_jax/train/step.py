@@ -13,6 +13,7 @@ gradient is None (the pooler is never used), so it must not decay either.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -79,14 +80,23 @@ def init_state(cfg, rng, batch_example, tx) -> TrainState:
   """Fresh state; params keep their LogicallyPartitioned boxes (the caller
   derives shardings from them and unboxes). One jitted program: called
   eagerly, Flax's init would compile every initialiser op by op."""
-  model = BaliModel(cfg.model)
+  return init_fn(cfg.model, tx)(rng, batch_example)
+
+
+@functools.lru_cache(maxsize=4)
+def init_fn(model_cfg, tx):
+  """The jitted init of a model config and optimiser, one function object
+  per pair: `abstract_state`'s shape pass and `create_state`'s sharded init
+  call the same object, so JAX traces the model's init once (a second
+  trace of BERT-large's init costs seconds)."""
+  model = BaliModel(model_cfg)
 
   @jax.jit
   def init(rng, batch):
     params = model.init(rng, batch)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=tx.init(nn.meta.unbox(params)))
-  return init(rng, batch_example)
+  return init
 
 
 def corrupt(cfg, spec, batch, rng):
