@@ -110,8 +110,11 @@ def test_linear_kind_trains_compiles_once_resumes_and_exports(
   with sigterm_self_after(part, 4):
     train_and_evaluate(cfg, str(part))
   assert 4 <= max(losses(part)) < 10
-  train_and_evaluate(cfg, str(part))  # the same call resumes
+  with compilations() as names:
+    train_and_evaluate(cfg, str(part))  # the same call resumes
   assert losses(part) == want
+  # restored, not initialised first and then overwritten
+  assert "jit(bali_init)" not in names and "jit(init)" not in names, names
   from bali_jax.cli import main
   import transformers
   hf = tmp_path / "hf"

@@ -32,7 +32,7 @@ from bali_jax.train import metrics as metrics_lib, peak as peak_lib
 from bali_jax.train import sharding
 from bali_jax.train.checkpoint import Checkpointer
 from bali_jax.train.preemption import Preemption
-from bali_jax.train.state import create_state
+from bali_jax.train.state import abstract_state, create_state
 from bali_jax.train.step import eval_step, make_optimizer, train_step
 
 
@@ -175,8 +175,11 @@ def start_run(cfg, workdir: str) -> RunStart:
   if start is not None and saved_cfg is not None:  # refused before compiling
     configs.check_resume(saved_cfg, cfg, workdir,
                          _saved(workdir, "dataset_spec.json"), spec)
-  state, abstract, shardings = create_state(cfg, spec, tx, mesh,
-                                            jax.random.key(cfg.seed))
+  if start is None:
+    state, _, shardings = create_state(cfg, spec, tx, mesh,
+                                       jax.random.key(cfg.seed))
+  else:  # restored below: no fresh init (nor init_from) to throw away
+    abstract, shardings, _ = abstract_state(cfg, spec, tx, mesh)
   if lead:  # after the check: a refused resume leaves the run as it was
     storage.write_text(storage.join(workdir, "config.json"), cfg.to_json())
     # the run carries its tokenizer and record spec: an export never needs
