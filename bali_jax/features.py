@@ -169,7 +169,8 @@ def empty_record(b: Budgets) -> dict[str, np.ndarray]:
 
 def tfds_features(b: Budgets):
   """The tensorflow-datasets FeaturesDict of a record."""
-  import tensorflow_datasets as tfds  # heavy: only where records are built
+  from bali_jax.tf_host import host_tfds
+  tfds = host_tfds()  # heavy: only where records are built
   return tfds.features.FeaturesDict({
       k: tfds.features.Tensor(shape=shape, dtype=dtype)
       for k, (shape, dtype) in feature_shapes(b).items()})

@@ -25,8 +25,8 @@ def is_url(path: str) -> bool:
 
 
 def _gfile():
-  import tensorflow as tf
-  return tf.io.gfile
+  from bali_jax.tf_host import host_tf
+  return host_tf().io.gfile
 
 
 def join(path: str, *parts: str) -> str:

@@ -17,7 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # lowest first; a module belongs to the longest prefix that names it
 LAYERS = (
-    ("base", ("bali_jax", "bali_jax.storage", "bali_jax.features",
+    ("base", ("bali_jax", "bali_jax.storage", "bali_jax.tf_host",
+              "bali_jax.features",
               "bali_jax.open_data", "bali_jax.hf.tokenizer",
               "bali_jax.readers", "bali_jax.records")),
     ("model", ("bali_jax.model", "bali_jax.losses")),

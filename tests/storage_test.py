@@ -189,3 +189,27 @@ def test_no_bare_file_calls_on_run_or_data_paths():
       if BARE.search(line) and not any(a in line for a in ALLOWED):
         found.append(f"{rel}:{n}: {line.strip()}")
   assert not found, "\n".join(found)
+
+
+def test_host_tf_skips_keras_and_tf_keras_still_loads():
+  """`tf_host` imports TensorFlow without Keras' eagerly loaded optimisers
+  (1.7 s of every train/data_prep start); the records still read and
+  `tf.keras` still loads in full when asked for. A fresh interpreter: the
+  test session may have imported TensorFlow already."""
+  import subprocess
+  import sys
+  code = (
+      "import sys\n"
+      "from bali_jax.tf_host import host_tf, host_tfds\n"
+      "tfds = host_tfds()\n"
+      "assert not [m for m in sys.modules if m.startswith('keras')], 'keras'\n"
+      "assert 'keras.src.optimizers' not in sys.modules\n"
+      "tf = host_tf()\n"
+      "assert int(tf.data.Dataset.range(3).reduce(tf.constant(0, tf.int64),\n"
+      "                                           lambda a, b: a + b)) == 3\n"
+      "assert tf.config.get_visible_devices('GPU') == []\n"
+      "assert tf.keras.optimizers.Adam(0.1).learning_rate == 0.1\n"
+      "print('ok')\n")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True,
+                       capture_output=True, timeout=300)
+  assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

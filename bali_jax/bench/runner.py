@@ -28,6 +28,7 @@ import numpy as np
 
 import bali_jax
 from bali_jax import configs, storage
+from bali_jax.tf_host import host_tfds
 from bali_jax.train import flops as flops_lib
 from bali_jax.train import input_pipeline as data
 from bali_jax.train import peak as peak_lib
@@ -41,8 +42,7 @@ def _stats(times: list[float]) -> dict:
 
 def _record_batches(data_dir: str, spec: dict, rows: int, n: int):
   """The first n batches of train view 0, raw records (every key)."""
-  import tensorflow_datasets as tfds
-  data.host_tf()
+  tfds = host_tfds()
   builder = tfds.builder_from_directory(storage.join(data_dir,
                                                      spec["tfds_dir"]))
   ds = builder.as_dataset(split="train_view0", shuffle_files=False)

@@ -22,6 +22,8 @@ import json
 
 import numpy as np
 
+from bali_jax.tf_host import host_tf, host_tfds
+
 MODEL_KEYS_DROPPED = ("example_id", "num_sentences", "node_concept")
 ID_KEY = "example_id"  # kept on the host to name a batch in errors
 
@@ -87,18 +89,10 @@ def diagnose_split(builder, split: str, cause: Exception):
                              "every record file reads back whole")
 
 
-def host_tf():
-  """TensorFlow for the input pipeline, kept off the accelerators (imported
-  on first use: the model code never needs it)."""
-  import tensorflow as tf
-  tf.config.set_visible_devices([], "GPU")  # TF must not grab accelerators
-  return tf
-
-
 class InputPipeline:
   def __init__(self, data_dir: str, spec: dict, cfg, process_index: int,
                process_count: int):
-    import tensorflow_datasets as tfds
+    tfds = host_tfds()
     self.cfg, self.spec = cfg, spec
     self.shards = cfg.data_shards or process_count
     if self.shards % process_count:
@@ -177,7 +171,7 @@ class InputPipeline:
     step `stop` (excluded: no batch past the run's last step is read, nor
     the next view opened); with `with_ids`, (step, local batch, the rows'
     example ids)."""
-    import tensorflow_datasets as tfds
+    tfds = host_tfds()
     epoch, index = self.position(start_step)
     step = start_step
     while stop is None or step < stop:
@@ -215,7 +209,7 @@ class InputPipeline:
 
   def eval_batches(self, split: str = "validation"):
     """The first `eval_batches` batches of a held-out split (fixed)."""
-    import tensorflow_datasets as tfds
+    tfds = host_tfds()
     n = self.spec["splits"].get(split, 0)
     steps = min(self.cfg.eval_batches, (n // self.shards) // self.shard_batch)
     if steps < 1:

@@ -13,9 +13,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow_datasets as tfds  # noqa: E402
-
 from bali_jax.features import Budgets, tfds_features  # noqa: E402
+from bali_jax.tf_host import host_tfds  # noqa: E402
+
+tfds = host_tfds()
 
 
 class BaliRecords(tfds.core.GeneratorBasedBuilder):
