@@ -73,8 +73,9 @@ def slow_seconds(item) -> float:
 
 
 def pytest_collection_modifyitems(config, items):
-  """Longest first. The two workers start on the long tests and end on
-  short ones, which `worksteal` shares out; in file order one worker
+  """Longest first. The two workers take tests in this order as they free
+  up (pytest.ini: `--dist load --maxschedchunk 1`), so both start on
+  the long tests and end on short ones; in file order one worker
   ran the 140 s kill sequence alone for the last 140 s of the suite
   (measured: 690 s wall, 1,240 s of tests). Stable: ties keep file
   order. Every worker collects the same order."""
