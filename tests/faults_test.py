@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import time
 
 import jax
@@ -71,8 +72,10 @@ def test_consecutive_bad_steps_stop_the_run_with_good_checkpoints_only(
   wd = str(tmp_path / "run")
   cfg = _cfg(tiny_dataset, steps=8, save_every=1, max_bad_steps=2,
              lr_lm=1e38, lr_other=1e38, warmup_ratio=0)
+  handler = signal.getsignal(signal.SIGTERM)
   with pytest.raises(BadStepsError) as e:
     train_and_evaluate(cfg, wd)
+  assert signal.getsignal(signal.SIGTERM) is handler  # put back
   msg = str(e.value)
   assert "2 consecutive steps" in msg and "example ids" in msg
   rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
@@ -93,7 +96,11 @@ def test_consecutive_bad_steps_stop_the_run_with_good_checkpoints_only(
 def test_resume_refuses_another_config_and_allows_cadence(tiny_dataset,
                                                            tmp_path):
   wd = str(tmp_path / "run")
+  handler = signal.getsignal(signal.SIGTERM)
   train_and_evaluate(_cfg(tiny_dataset, steps=2, save_every=2), wd)
+  # the run's SIGTERM handler is gone with it (forked children of this
+  # process would inherit it: data_prep's pool hung on terminate)
+  assert signal.getsignal(signal.SIGTERM) is handler
   saved = open(os.path.join(wd, "config.json")).read()
   with compilations() as names, pytest.raises(ValueError) as e:
     train_and_evaluate(_cfg(tiny_dataset, steps=4, lr_lm=3e-5,

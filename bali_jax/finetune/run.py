@@ -128,8 +128,14 @@ def evaluate(logits_fn, params, enc, batch_size, mesh) -> np.ndarray:
 
 def run_one(run, data, loaded, cfg, run_dir: str, length: int):
   """Trains one run to the end (or to SIGTERM: returns None); returns its
-  results dict."""
+  results dict. SIGTERM is the run's while it lasts (train/preemption)."""
   from bali_jax.train.preemption import Preemption
+  with Preemption() as preempt:
+    return train_run(run, data, loaded, cfg, run_dir, length, preempt)
+
+
+def train_run(run, data, loaded, cfg, run_dir: str, length: int, preempt):
+  """`run_one` under its SIGTERM handler `preempt`."""
   done = storage.join(run_dir, "run.json")
   if storage.exists(done):
     print(f"{run.name}: finished earlier, kept")
@@ -171,7 +177,6 @@ def run_one(run, data, loaded, cfg, run_dir: str, length: int):
     print(f"{run.name}: resumed at step {start}")
   start = start or 0
   writer = MetricsWriter(run_dir, True, start=start)
-  preempt = Preemption()
   eval_bs = cfg.eval_batch_size or cfg.batch_size
   bar = tqdm(total=total, initial=start, desc=run.name, unit="step",
              file=sys.stderr)

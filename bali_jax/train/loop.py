@@ -291,16 +291,16 @@ def train_and_evaluate(cfg, workdir: str, evaluators=None) -> dict:
              peak_lib.peak_source(cfg))
   hooks = list(evaluators(cfg, run.spec)) if evaluators is not None else []
   writer = metrics_lib.MetricsWriter(workdir, run.lead, start=run.start)
-  preempt = Preemption()
   reporter = StepReporter(run, writer, padded_flops, peak)
   evaluate = lambda state, step: _evaluate(eval_fn, state, run.pipe,
                                            run.mesh, writer, step, hooks)
-  try:
-    state, step = _steps(run, step_fn, rng, reporter, evaluate, preempt)
-  except BadStepsError:
-    run.ckpt.close()
-    writer.close()
-    raise
+  with Preemption() as preempt:  # the process's handler comes back after
+    try:
+      state, step = _steps(run, step_fn, rng, reporter, evaluate, preempt)
+    except BadStepsError:
+      run.ckpt.close()
+      writer.close()
+      raise
   reporter.close()
   if not preempt.requested and step >= cfg.steps - 1:
     evaluate(state, cfg.steps)
