@@ -622,3 +622,25 @@ def test_kg_bad_files_name_file_and_line_and_leave_nothing(tmp_path, case,
     assert _kg_cli(d, out, "--on-bad-record", "skip", corpus=corpus) == 0
     bad = json.load(open(out / "data_card.json"))["bad_records"]
     assert sum(v["count"] for v in bad.values()) >= 1
+
+
+def test_pool_workers_take_sigterm_whatever_their_parent_handles():
+  """The local build's forked workers reset SIGTERM to its default: with
+  a Python handler inherited from the parent (an in-process training
+  run's), a worker blocked on the task queue's lock ignored
+  Pool.terminate()'s SIGTERM and the build hung (CI: 300 s timeout)."""
+  import multiprocessing
+  import signal
+  from data_prep.pipelines.tokenize_worker import init_pool_worker
+  before = signal.signal(signal.SIGTERM, lambda *a: None)
+  try:
+    pool = multiprocessing.get_context("fork").Pool(
+        2, initializer=init_pool_worker, initargs=(None,) * 5)
+    try:
+      got = pool.apply(signal.getsignal, (signal.SIGTERM,))
+    finally:
+      pool.terminate()
+      pool.join()
+  finally:
+    signal.signal(signal.SIGTERM, before)
+  assert got == signal.SIG_DFL, got

@@ -46,6 +46,7 @@ from bali_jax.records.examples import NameTokens
 from bali_jax.readers.kg import KnowledgeGraph
 from data_prep.linking.linker import DictionaryLinker
 from data_prep.pipelines.tokenize_worker import (SPLITS, CorpusTally,
+                                                init_pool_worker,
                                                 init_worker,
                                                 process_document)
 from bali_jax.records.linearize import FORMATS, Linearizer
@@ -121,7 +122,7 @@ def _tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad,
   try:
     if o.workers > 1:  # fork: workers share the graph read-only
       pool = multiprocessing.get_context("fork").Pool(
-          o.workers, initializer=init_worker, initargs=args)
+          o.workers, initializer=init_pool_worker, initargs=args)
       results = pool.imap(process_document, documents, chunksize=16)
     else:
       init_worker(*args)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 
 from bali_jax.readers.corpus import split_sentences
 from bali_jax.readers.errors import BadRecords
@@ -28,6 +29,15 @@ def split_of(doc_id: str, o) -> str:
 
 # --------------------------------------------------------------- workers
 _W: dict = {}
+
+
+def init_pool_worker(*args):
+  """`init_worker` in a forked pool worker. A forked worker inherits its
+  parent's Python SIGTERM handler (an in-process training run's, in a
+  notebook or the tests), and `Pool.terminate()` must stop it: SIGTERM
+  takes its default action here."""
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
+  init_worker(*args)
 
 
 def init_worker(kg, tokenizer, linker, seq_len, skip_bad):
