@@ -6,7 +6,6 @@ message."""
 import glob
 import json
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -36,16 +35,7 @@ def _build(tmp_path, name, docs, **kw):
 @pytest.mark.slow(seconds=50)
 def test_beam_direct_runner_writes_the_local_records(tmp_path, monkeypatch):
   monkeypatch.setattr(beam_build, "DOCS_PER_SHARD", 16)  # 8 shards
-  # a Python SIGTERM handler in this process (as a run called in-process
-  # installed one): the local build's forked workers must still stop on
-  # Pool.terminate() (inheriting it, one blocked on the task queue's lock
-  # sometimes never did: a 300 s timeout in CI; the deterministic check
-  # is data_prep_test's)
-  before = signal.signal(signal.SIGTERM, lambda *a: None)
-  try:
-    local, card_l = _build(tmp_path, "local", cohort_documents())
-  finally:
-    signal.signal(signal.SIGTERM, before)
+  local, card_l = _build(tmp_path, "local", cohort_documents())
   beam, card_b = _build(tmp_path, "beam", cohort_documents(),
                         runner="direct")
   spec_l = json.load(open(os.path.join(local, "bali_dataset.json")))

@@ -628,19 +628,24 @@ def test_pool_workers_take_sigterm_whatever_their_parent_handles():
   """The local build's forked workers reset SIGTERM to its default: with
   a Python handler inherited from the parent (an in-process training
   run's), a worker blocked on the task queue's lock ignored
-  Pool.terminate()'s SIGTERM and the build hung (CI: 300 s timeout)."""
-  import multiprocessing
-  import signal
-  from data_prep.pipelines.tokenize_worker import init_pool_worker
-  before = signal.signal(signal.SIGTERM, lambda *a: None)
-  try:
-    pool = multiprocessing.get_context("fork").Pool(
-        2, initializer=init_pool_worker, initargs=(None,) * 5)
-    try:
-      got = pool.apply(signal.getsignal, (signal.SIGTERM,))
-    finally:
-      pool.terminate()
-      pool.join()
-  finally:
-    signal.signal(signal.SIGTERM, before)
-  assert got == signal.SIG_DFL, got
+  Pool.terminate()'s SIGTERM and the build hung (CI: 300 s timeout). In
+  a fresh interpreter: forking this multithreaded test process can leave
+  a child stuck before its initializer runs, which a parent handler
+  would then keep alive."""
+  import subprocess
+  import sys
+  code = (
+      "import multiprocessing, signal\n"
+      "from data_prep.pipelines.tokenize_worker import init_pool_worker\n"
+      "signal.signal(signal.SIGTERM, lambda *a: None)\n"
+      "pool = multiprocessing.get_context('fork').Pool(\n"
+      "    2, initializer=init_pool_worker, initargs=(None,) * 5)\n"
+      "got = pool.apply(signal.getsignal, (signal.SIGTERM,))\n"
+      "pool.terminate()\n"
+      "pool.join()\n"
+      "print(got == signal.SIG_DFL)\n")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-c", code], cwd=root, text=True,
+                       capture_output=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == "True", out.stdout
