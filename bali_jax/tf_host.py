@@ -12,6 +12,7 @@ TensorFlow is also kept off the accelerators, which belong to JAX.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 # TensorFlow 2.21's __init__ imports this module inside `try: ... except
@@ -20,8 +21,11 @@ import sys
 _KERAS_EAGER = "keras.src.optimizers"
 
 
+@functools.cache
 def host_tf():
-  """The `tensorflow` module, without the accelerators."""
+  """The `tensorflow` module, without the accelerators. Once per process:
+  every gfile call of a gs:// run and every epoch of the input pipeline
+  ask for it."""
   if "tensorflow" not in sys.modules:
     skip = _KERAS_EAGER not in sys.modules
     if skip:
