@@ -24,8 +24,12 @@ import time
 TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0",
                   "--xla_cpu_use_fusion_emitters=false")
 
-# the run every resume test compares against (tiny config, 2 x 4 mesh)
+# the run every resume test compares against (tiny config, 2 x 4 mesh);
+# in-process tests that need a tiny step, not a particular one, use it too
+# (`**SHARED_STEP`): the session's compilation cache then holds one train
+# step for all of them (steps: the schedule is part of the program)
 UNINTERRUPTED = ("steps=10", "save_every=100", "mesh_data=2", "mesh_fsdp=4")
+SHARED_STEP = dict(kv.split("=") for kv in UNINTERRUPTED)
 
 
 def subprocess_env(devices: int | None = None, optimized: bool = False,
@@ -37,14 +41,18 @@ def subprocess_env(devices: int | None = None, optimized: bool = False,
   flags), for runs that spend more time executing than compiling (the
   starter MiniLM's steps: measured 23 s a warm fine-tuning run against
   38 s at level 0; a cold one 37 s against 82 s with the legacy
-  emitters)."""
+  emitters), and JAX's default matmul precision, as a user runs them
+  (they share no program with this session)."""
   name = lambda flag: flag.split("=", 1)[0]
   drop = {name(f) for f in TEST_XLA_FLAGS} if optimized else set()
   flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
            if "device_count" not in f and name(f) not in drop]
   if devices:
     flags.append(f"--xla_force_host_platform_device_count={devices}")
-  return {**os.environ, "XLA_FLAGS": " ".join(flags), **extra}
+  env = {**os.environ, "XLA_FLAGS": " ".join(flags), **extra}
+  if optimized:
+    env.pop("JAX_DEFAULT_MATMUL_PRECISION", None)
+  return env
 
 
 def train_cli(workdir, data_dir, *overrides, env=None, devices=8, extra=()):

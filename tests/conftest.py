@@ -30,12 +30,16 @@ os.environ.setdefault("XLA_FLAGS", " ".join(
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Full float32 matmuls for the parity tests, set as an environment
+# variable so that the `python -m` runs the tests start compile the same
+# programs as this session: one executable in the shared cache serves an
+# in-process run and a subprocess run of the same config (a
+# `jax.config.update` here made every subprocess step another program).
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-jax.config.update("jax_default_matmul_precision", "highest")
 
 # CI installs every extra (requirements-bench.txt too): there, a test that
 # skips (a missing extra, a missing tool) is a failure, not a quiet pass.

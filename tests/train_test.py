@@ -11,10 +11,11 @@ import pytest
 
 from bali_jax import configs
 from bali_jax.train import input_pipeline as data, sharding
-from bali_jax.train.loop import train_and_evaluate
+from bali_jax.train.loop import jit_steps, train_and_evaluate
 from bali_jax.train.state import create_state
 from bali_jax.train.step import make_optimizer, train_step
-from tests.cli_runs import losses, sigterm_self_after, train_cli
+from tests.cli_runs import (SHARED_STEP, losses, sigterm_self_after,
+                             train_cli)
 from tests.compiles import compilations
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden",
@@ -28,8 +29,12 @@ def _cfg(data_dir, **kw):
 
 @pytest.mark.slow(seconds=25)
 def test_two_steps_on_2x4_mesh_with_golden_specs(tiny_dataset):
-  cfg = _cfg(tiny_dataset, mesh_data=2, mesh_fsdp=4)
+  # the kill sequence's config (2 x 4 mesh), resolved as a run resolves
+  # it, and the loop's jitted step: the session's cache holds its program
   spec = data.load_spec(tiny_dataset)
+  cfg = configs.resolve(
+      _cfg(tiny_dataset, **SHARED_STEP),
+      spec, jax.device_count(), 1, jax.default_backend())
   mesh = sharding.make_mesh(cfg)
   assert dict(mesh.shape) == {"data": 2, "fsdp": 4, "tensor": 1}
   tx = make_optimizer(cfg)
@@ -47,8 +52,7 @@ def test_two_steps_on_2x4_mesh_with_golden_specs(tiny_dataset):
   assert k.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
   before = jax.device_get(state.params)
   pipe = data.InputPipeline(tiny_dataset, spec, cfg, 0, 1)
-  step = jax.jit(lambda s, b, r: train_step(s, b, r, cfg=cfg, spec=spec,
-                                            tx=tx), donate_argnums=0)
+  step, _, _ = jit_steps(cfg, spec, tx, mesh, shardings)
   losses = []
   for i, batch in pipe.train_batches(0):
     if i == 2:
@@ -67,13 +71,15 @@ def test_two_steps_on_2x4_mesh_with_golden_specs(tiny_dataset):
 
 @pytest.mark.slow(seconds=30)
 def test_one_compilation_per_run(tiny_dataset, tmp_path):
-  cfg = _cfg(tiny_dataset, steps=5, save_every=100, eval_batches=1)
+  # the kill sequence's config: its run's programs are in the session's
+  # compilation cache (a hit still logs a compilation)
+  cfg = _cfg(tiny_dataset, **{**SHARED_STEP, "eval_batches": 1})
   with compilations() as names:
     last = train_and_evaluate(cfg, str(tmp_path / "run"))
   assert names.count("jit(bali_train_step)") == 1, names
   lines = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
   steps = [l["step"] for l in lines if "loss" in l]
-  assert steps == [1, 2, 3, 4, 5]
+  assert steps == list(range(1, 11))
   for key in ("loss", "mlm_loss", "align_loss", "lr_lm", "grad_norm",
               "step_time", "tokens_per_s", "real_tokens_per_s", "mfu"):
     assert key in lines[0], key
