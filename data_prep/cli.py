@@ -7,6 +7,8 @@
       [--edges TSV] --corpus FILE|DIR \
       --corpus-format pubmed-xml|text|pubtator|bern2 --out DIR
   python -m data_prep add-views --data DIR --views N
+  python -m data_prep synth --concepts N --documents M --out DIR \
+      [--seed S] [--format pubtator|bern2]
 
 Common options: --tokenizer (HF dir or `starter`), --views, --seed,
 --budgets default|tiny, --workers, --on-bad-record error|skip,
@@ -233,6 +235,11 @@ def _common(p):
                  "reach the records or the linker (default 0.1)")
 
 
+def cmd_synth(args) -> int:
+  from data_prep import synth
+  return synth.main_args(args)
+
+
 def build_parser():
   p = argparse.ArgumentParser(prog="python -m data_prep",
                               description=__doc__.split("\n\n")[0])
@@ -270,6 +277,15 @@ def build_parser():
   a.add_argument("--views", type=int, required=True,
                  help="views wanted in all (more than it has)")
   a.set_defaults(func=cmd_add_views)
+  y = sub.add_parser("synth", help="a synthetic UMLS-shaped MRCONSO/MRREL "
+                     "and an annotated corpus (scale tests without UMLS)")
+  y.add_argument("--concepts", type=int, required=True)
+  y.add_argument("--documents", type=int, required=True)
+  y.add_argument("--out", required=True, help="a new directory")
+  y.add_argument("--seed", type=int, default=0)
+  y.add_argument("--format", choices=("pubtator", "bern2"),
+                 default="pubtator", help="the corpus format")
+  y.set_defaults(func=cmd_synth)
   return p
 
 

@@ -649,3 +649,64 @@ def test_pool_workers_take_sigterm_whatever_their_parent_handles():
                        capture_output=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == "True", out.stdout
+
+
+@pytest.mark.parametrize("fmt", ["pubtator", "bern2"])
+def test_synth_umls_reads_as_a_release_and_is_reproducible(tmp_path, fmt,
+                                                           capsys):
+  """`data_prep synth`: MRCONSO/MRREL in the release's column layouts
+  (no bad record), every relation stored in both directions, the corpus'
+  annotations are generated CUIs on their own names, the shape parameters
+  are written beside it, and the same seed gives the same bytes."""
+  from data_prep.cli import main
+  from data_prep.synth import REL_NAMES, RELATIONS
+  argv = ["synth", "--concepts", "400", "--documents", "12", "--seed", "5",
+          "--format", fmt]
+  a, b = tmp_path / "a", tmp_path / "b"
+  assert main(argv + ["--out", str(a)]) == 0
+  assert main(argv + ["--out", str(b)]) == 0
+  files = sorted(os.listdir(a))
+  assert files == sorted(os.listdir(b))
+  for f in files:
+    assert (a / f).read_bytes() == (b / f).read_bytes(), f
+  meta = json.loads((a / "synth_params.json").read_text())
+  assert meta["params"]["concepts"] == 400 and meta["format"] == fmt
+  s = meta["summary"]
+  assert s["english_names"] / 400 > 2 and s["mrconso_rows"] > s[
+      "english_names"]  # other languages too, read and dropped
+  # each relation row has its inverse row
+  inverse = {(r[0], r[1]): (r[2], r[3]) for r in RELATIONS}
+  inverse.update({v: k for k, v in inverse.items()})
+  rows = {(c[0], c[3], c[4], c[7]) for c in (
+      line.split("|") for line in open(a / "MRREL.RRF"))}
+  assert len(rows) * 2 >= s["mrrel_rows"]  # a repeated pair is allowed
+  for c1, rel, c2, rela in rows:
+    assert (c2, *inverse[(rel, rela)][:1], c1,
+            inverse[(rel, rela)][1]) in rows
+  # read as a release: nothing bad, every mention a CUI with that name
+  bad = BadRecords()  # raises on the first bad record
+  corpus = str(a / meta["corpus"])
+  kg, docs, n_mentioned = sources.umls_graph_and_corpus(
+      str(a / "MRCONSO.RRF"), str(a / "MRREL.RRF"), corpus, fmt, bad, None)
+  docs = list(docs)
+  mentions = [(d.text[m.start:m.end], m.concepts) for d in docs
+              for m in d.mentions]
+  assert len(docs) == 12 and len(mentions) == s["mentions"] > 0
+  assert n_mentioned <= len(kg) and not bad.counts
+  for text, concepts in mentions:  # a sentence's first word is capitalised
+    assert text.lower() in kg.names[kg.index[concepts[0]]]
+  # the relation names file names every code the graph uses
+  names = dict(l.split("\t") for l in
+               (a / "rela_names.tsv").read_text().splitlines())
+  assert set(kg.relations) <= set(names) and names["RB"] == REL_NAMES["RB"]
+  # bad input: exit 2, one error line, nothing written
+  for args, msg in (
+      (["--concepts", "1", "--out", str(tmp_path / "c")],
+       "need at least 2 concepts"),
+      (["--concepts", "5", "--out", str(a)], "exists")):
+    before = sorted(os.listdir(tmp_path))
+    capsys.readouterr()
+    assert main(["synth", "--documents", "3", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and msg in err, err
+    assert sorted(os.listdir(tmp_path)) == before
