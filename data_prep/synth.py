@@ -209,14 +209,14 @@ def _sentence(rng, p: SynthParams, vocab, word_cdf, names: Names,
     a, b = names.concept_start[c], names.concept_start[c + 1]
     n = int(rng.integers(a, b))
     at = int(rng.integers(0, len(words) + 1))
-    words.insert(at, ("\0", names.text(vocab, n), c))
+    words.insert(at, (names.text(vocab, n), c))  # a mention: (name, concept)
   text, spans = "", []
   for w in words:
     sep = " " if text else ""
     if isinstance(w, tuple):
       start = len(text) + len(sep)
-      text += sep + w[1]
-      spans.append((start, len(text), w[1], cui(w[2])))
+      text += sep + w[0]
+      spans.append((start, len(text), w[0], cui(w[1])))
     else:
       text += sep + w
   return text[0].upper() + text[1:] + ".", spans
