@@ -122,15 +122,3 @@ def tiny_dataset(tmp_path_factory):
                              workers=1),
                 BadRecords(), linker=DictionaryLinker(kg))
   return out
-
-
-@pytest.fixture(scope="session")
-def uninterrupted_run(tiny_dataset, tmp_path_factory):
-  """The tiny run (`cli_runs.UNINTERRUPTED`) that the kill and resume
-  tests must reproduce step for step; its directory."""
-  from tests.cli_runs import UNINTERRUPTED, train_cli
-  wd = tmp_path_factory.mktemp("uninterrupted") / "run"
-  proc = train_cli(wd, tiny_dataset, *UNINTERRUPTED)
-  out, _ = proc.communicate(timeout=600)
-  assert proc.returncode == 0, out[-3000:]
-  return wd

@@ -69,28 +69,6 @@ def test_two_steps_on_2x4_mesh_with_golden_specs(tiny_dataset):
   assert not any(jax.tree.leaves(moved["bert"]["pooler"]))  # frozen
 
 
-@pytest.mark.slow(seconds=30)
-def test_one_compilation_per_run(tiny_dataset, tmp_path):
-  # the kill sequence's config: its run's programs are in the session's
-  # compilation cache (a hit still logs a compilation)
-  cfg = _cfg(tiny_dataset, **{**SHARED_STEP, "eval_batches": 1})
-  with compilations() as names:
-    last = train_and_evaluate(cfg, str(tmp_path / "run"))
-  assert names.count("jit(bali_train_step)") == 1, names
-  lines = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
-  steps = [l["step"] for l in lines if "loss" in l]
-  assert steps == list(range(1, 11))
-  for key in ("loss", "mlm_loss", "align_loss", "lr_lm", "grad_norm",
-              "step_time", "tokens_per_s", "real_tokens_per_s", "mfu"):
-    assert key in lines[0], key
-  assert any("eval_loss" in l for l in lines)
-  assert np.isfinite(last["loss"])
-  assert (tmp_path / "run" / "metrics.png").stat().st_size > 10_000
-  saved = json.load(open(tmp_path / "run" / "config.json"))
-  # saved as resolved: one input shard per process (kept by resumes)
-  assert configs.from_dict(saved) == cfg.replace(data_shards=1)
-
-
 @pytest.mark.slow(seconds=85)
 def test_linear_kind_trains_compiles_once_resumes_and_exports(
     tiny_dataset, tmp_path):
