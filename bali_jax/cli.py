@@ -26,6 +26,7 @@ become exportable with the `train` command.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -116,7 +117,8 @@ def cmd_train(args) -> int:
   if not cfg.data_dir:
     raise ValueError("data_dir= is required (a `python -m data_prep` "
                      "output directory)")
-  last = train_and_evaluate(cfg, args.workdir, evaluators)
+  last = train_and_evaluate(cfg, args.workdir, functools.partial(
+      evaluators, workdir=args.workdir))
   print(json.dumps({"workdir": os.path.abspath(args.workdir), **last}))
   return 0
 
@@ -156,11 +158,15 @@ def _export_run(args, workdir: str) -> int:
 
 
 def cmd_evaluate(args) -> int:
-  from bali_jax.eval import report as report_lib
+  from bali_jax.eval import report as report_lib, search
+  opts = report_lib.SearchOptions(args.vectors_dir,
+                                  search.parse_bytes(args.memory_budget),
+                                  args.vector_dtype)
   rep = report_lib.evaluate(
       args.model, data_dir=args.data, kg=args.kg, corpus=args.corpus,
       corpus_format=args.corpus_format, restrict=args.restrict,
-      limit=args.limit, strict=args.strict, out=args.out)
+      limit=args.limit, strict=args.strict, out=args.out,
+      search_options=opts)
   for qs in rep["query_sets"]:
     for reason, info in qs["skipped"].items():
       print(f"warning: {qs['name']}: skipped {info['count']} ({reason}); "
@@ -190,6 +196,11 @@ def cmd_bench(args) -> int:
     raise ValueError("bench: give --data DIR or --synthetic (one of them)")
   from bali_jax.bench import runner
   return runner.main(args)
+
+
+def cmd_bench_search(args) -> int:
+  from bali_jax.bench import search as bench_search
+  return bench_search.main(args)
 
 
 def cmd_finetune(args) -> int:
@@ -255,6 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
   v.add_argument("--strict", action="store_true",
                  help="a bad corpus annotation is an error, not a count")
   v.add_argument("--out", default=None, help="write the JSON report here")
+  v.add_argument("--memory-budget", default="4GiB",
+                 help="host memory for the name-vector search (e.g. 4GiB, "
+                 "512MiB): shards and query blocks are sized to it")
+  v.add_argument("--vectors-dir", default=None,
+                 help="keep each model's name-vector shards here (default: "
+                 "a temporary directory, removed afterwards)")
+  v.add_argument("--vector-dtype", choices=("float32", "bfloat16"),
+                 default="float32", help="name vectors as stored (bfloat16 "
+                 "halves the disk and the reads)")
   v.add_argument("--num-cpu-devices", type=int, default=0,
                  help="fake CPU devices for this process")
   v.set_defaults(func=cmd_evaluate)
@@ -301,6 +321,31 @@ def build_parser() -> argparse.ArgumentParser:
   b.add_argument("--num-cpu-devices", type=int, default=0)
   b.add_argument("overrides", nargs="*", help="key=value config overrides")
   b.set_defaults(func=cmd_bench)
+  s = sub.add_parser("bench-search", help="evaluate's streamed name-vector "
+                     "search: at scale on random vectors, or against the "
+                     "in-memory ranking on a dataset")
+  s.add_argument("--random", type=int, default=0, metavar="N",
+                 help="N random unit name vectors (e.g. 10000000)")
+  s.add_argument("--concepts", type=int, default=0,
+                 help="with --random: concepts (default N x 10 / 29, "
+                 "UMLS's names per concept)")
+  s.add_argument("--dim", type=int, default=768)
+  s.add_argument("--data", default=None, help="a data_prep dataset: its "
+                 "dictionary and held-out synonyms, encoded with --model")
+  s.add_argument("--model", default="starter")
+  s.add_argument("--queries", type=int, default=1000,
+                 help="queries (with --data: a seeded sample; 0 = all)")
+  s.add_argument("--no-compare", dest="compare", action="store_false",
+                 help="with --data: skip the in-memory ranking")
+  s.add_argument("--memory-budget", default="4GiB")
+  s.add_argument("--vector-dtype", choices=("float32", "bfloat16"),
+                 default="float32")
+  s.add_argument("--vectors-dir", default=None,
+                 help="keep the shards here (default: a temporary "
+                 "directory)")
+  s.add_argument("--out", default=None, help="JSON report path")
+  s.add_argument("--num-cpu-devices", type=int, default=0)
+  s.set_defaults(func=cmd_bench_search)
   f = sub.add_parser("finetune", help="fine-tune on a downstream task and "
                      "export an HF task model (resumable)")
   f.add_argument("--task", required=True,

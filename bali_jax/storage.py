@@ -99,6 +99,35 @@ def write_bytes(path: str, data: bytes) -> None:
     raise
 
 
+@contextlib.contextmanager
+def atomic_write(path: str):
+  """A binary file whose contents replace `path` (local or URL) when the
+  block exits normally, atomically; streamed through a local temporary
+  file, not held in memory (large arrays: name-vector shards)."""
+  local = None if is_url(path) else os.path.dirname(os.path.abspath(path))
+  if local:
+    os.makedirs(local, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=local)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      yield f
+    if local:
+      os.replace(tmp, path)
+    else:  # beside the object, then renamed over it
+      g, part = _gfile(), f"{path}.tmp-{os.getpid()}"
+      g.copy(tmp, part, overwrite=True)
+      g.rename(part, path, overwrite=True)
+  finally:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+
+
+def file_size(path: str) -> int:
+  if is_url(path):
+    return _gfile().stat(path).length
+  return os.path.getsize(path)
+
+
 def copy_file(src: str, dst: str) -> None:
   """Copies one file (local or URL) over `dst` (local or URL)."""
   if not is_url(src) and not is_url(dst):

@@ -105,6 +105,17 @@ CASES = {
                       "open-default", "--corpus", p["corpus"], "--out",
                       f"{o}/report.json"],
         r"--corpus needs --corpus-format pubtator\|bern2"),
+    "evaluate-malformed-memory-budget": (
+        lambda p, o: ["evaluate", "--model", "starter", "--kg",
+                      "open-default", "--memory-budget", "lots"],
+        r"memory budget 'lots': expected a size such as 4GiB"),
+    "evaluate-memory-budget-below-one-block-dataset": (
+        lambda p, o: ["evaluate", "--model", "starter", "--data",
+                      p["dataset"], "--memory-budget", "1KiB",
+                      "--vectors-dir", f"{o}/vectors", "--out",
+                      f"{o}/report.json"],
+        r"memory budget 1\.0 KiB is too small for one query block: at "
+        r"least [0-9.]+ [KM]iB \([0-9,]+ bytes\) is needed"),
 }
 
 

@@ -26,9 +26,29 @@ MAX_GOLD = 8  # gold concepts per query kept (multi-id mentions)
 KS = (1, 5)
 
 
-@functools.partial(jax.jit, static_argnames=("num_concepts",))
-def _rank_chunk(q, names, pair_name, pair_concept, gold, *, num_concepts):
-  """(greater, ties, top1) for a chunk of queries.
+@functools.partial(jax.jit, static_argnames=("k",))
+def rank_concepts(concept, gold, *, k: int = 5):
+  """(greater, ties, top-k concepts) from concept scores.
+
+  Args:
+    concept: (Q, C) each concept's best name similarity (-inf: no name).
+    gold: (Q, G) gold nodes, -1 padded.
+  """
+  valid = gold >= 0
+  gscore = jnp.where(valid, jnp.take_along_axis(
+      concept, jnp.maximum(gold, 0), axis=1), -jnp.inf)  # (Q, G)
+  best = jnp.max(gscore, axis=1, keepdims=True)  # (Q, 1)
+  is_gold = jnp.zeros(concept.shape, bool).at[
+      jnp.arange(concept.shape[0])[:, None], jnp.maximum(gold, 0)].max(valid)
+  other = ~is_gold & jnp.isfinite(concept)
+  greater = jnp.sum(other & (concept > best), axis=1)
+  ties = jnp.sum(other & (concept == best), axis=1)
+  return greater, ties, jax.lax.top_k(concept, min(k, concept.shape[1]))[1]
+
+
+@functools.partial(jax.jit, static_argnames=("num_concepts", "k"))
+def _rank_chunk(q, names, pair_name, pair_concept, gold, *, num_concepts, k):
+  """rank_concepts for a chunk of queries against every name in memory.
 
   Args:
     q: (Q, D) unit query vectors; names: (Nn, D) unit name vectors.
@@ -39,42 +59,46 @@ def _rank_chunk(q, names, pair_name, pair_concept, gold, *, num_concepts):
   pair = sim[:, pair_name]  # (Q, P)
   concept = jax.ops.segment_max(pair.T, pair_concept,
                                 num_segments=num_concepts).T  # (Q, C)
-  valid = gold >= 0
-  gscore = jnp.where(valid, jnp.take_along_axis(
-      concept, jnp.maximum(gold, 0), axis=1), -jnp.inf)  # (Q, G)
-  best = jnp.max(gscore, axis=1, keepdims=True)  # (Q, 1)
-  is_gold = jnp.zeros(concept.shape, bool).at[
-      jnp.arange(q.shape[0])[:, None], jnp.maximum(gold, 0)].max(valid)
-  other = ~is_gold & jnp.isfinite(concept)
-  greater = jnp.sum(other & (concept > best), axis=1)
-  ties = jnp.sum(other & (concept == best), axis=1)
-  return greater, ties, jnp.argmax(concept, axis=1)
+  return rank_concepts(concept, gold, k=k)
 
 
-def gold_ranks(queries: np.ndarray, names: np.ndarray, pair_name, pair_concept,
-               gold: list[tuple[int, ...]], num_concepts: int,
-               chunk: int = 128):
-  """(greater, ties, top1) per query, numpy int arrays."""
+def gold_array(gold: list[tuple[int, ...]]) -> np.ndarray:
+  """(Q, MAX_GOLD) gold nodes, -1 padded."""
   g = np.full((len(gold), MAX_GOLD), -1, np.int32)
   for i, gs in enumerate(gold):
     gs = gs[:MAX_GOLD]
     g[i, :len(gs)] = gs
+  return g
+
+
+def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+  """x with zero rows appended up to `rows` (fixed shapes: one
+  compilation for every chunk)."""
+  if len(x) == rows:
+    return x
+  return np.concatenate([x, np.zeros((rows - len(x),) + x.shape[1:],
+                                     x.dtype)])
+
+
+def gold_ranks(queries: np.ndarray, names: np.ndarray, pair_name, pair_concept,
+               gold: list[tuple[int, ...]], num_concepts: int,
+               chunk: int = 128, k: int = 5):
+  """(greater, ties, top-k concepts) per query, numpy int arrays: every
+  name vector in memory (`search.gold_ranks` streams them from disk)."""
+  g = gold_array(gold)
   names = jnp.asarray(names)
   pn, pc = jnp.asarray(pair_name), jnp.asarray(pair_concept)
   outs = []
   for s in range(0, len(gold), chunk):
     qc, gc = queries[s:s + chunk], g[s:s + chunk]
     n = len(qc)
-    if n < chunk:  # fixed shapes: one compilation
-      qc = np.concatenate([qc, np.zeros((chunk - n, qc.shape[1]),
-                                        qc.dtype)])
-      gc = np.concatenate([gc, np.zeros((chunk - n, MAX_GOLD), gc.dtype)])
-    out = _rank_chunk(jnp.asarray(qc), names, pn, pc, jnp.asarray(gc),
-                      num_concepts=num_concepts)
+    out = _rank_chunk(jnp.asarray(pad_rows(qc, chunk)), names, pn, pc,
+                      jnp.asarray(pad_rows(gc, chunk)),
+                      num_concepts=num_concepts, k=k)
     outs.append([np.asarray(o)[:n] for o in out])
   if not outs:
     z = np.zeros(0, np.int64)
-    return z, z, z
+    return z, z, np.zeros((0, k), np.int64)
   return tuple(np.concatenate(x) for x in zip(*outs))
 
 

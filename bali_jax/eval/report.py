@@ -13,16 +13,34 @@ a JSON file; a run directory also keeps its own rows in `eval_el.json`.
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
 import json
 import os
+import re
+import shutil
+import tempfile
 import time
 
+import jax
 import numpy as np
 
 from bali_jax import storage
 from bali_jax.eval import dictionary as dictionary_lib
-from bali_jax.eval import linking, queries as queries_lib
+from bali_jax.eval import linking, queries as queries_lib, search
 from bali_jax.eval.encoder import Encoder
+
+DEFAULT_BUDGET = "4GiB"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchOptions:
+  """Where the dictionary's name vectors go and how they are searched
+  (search.py): `directory` None is a temporary local directory (one
+  process); `budget` in bytes; `dtype` float32 or bfloat16."""
+  directory: str | None = None
+  budget: int = search.parse_bytes(DEFAULT_BUDGET)
+  dtype: str = "float32"
 
 
 def load_dictionary(data_dir: str | None, kg: str | None,
@@ -64,27 +82,61 @@ def load_queries(d, data_dir=None, corpus=None, corpus_format=None,
   return sets
 
 
-def score_model(enc: Encoder, d, sets, name_vecs=None) -> list[dict]:
-  """Rows of results for one encoder over every query set."""
-  if name_vecs is None:
-    name_vecs = enc.encode_strings(d.names, desc="dictionary names")
+@contextlib.contextmanager
+def dictionary_store(enc: Encoder, d, opts: SearchOptions,
+                     num_queries: int):
+  """Encodes every unique dictionary name into shards (each process its
+  slice); yields (store, info for the report). A temporary directory is
+  removed afterwards."""
+  directory, tmp = opts.directory, None
+  if directory is None:
+    if jax.process_count() > 1:
+      raise ValueError("with several processes the name vectors need a "
+                       "directory every process sees (--vectors-dir)")
+    directory = tmp = tempfile.mkdtemp(prefix="bali-name-vectors-")
+  try:
+    store, stats, p = search.build_store(
+        directory, d.names, lambda s: enc.encode_strings(
+            s, desc="dictionary names"), enc.dim, d.num_concepts,
+        len(d.pair_name), opts.budget, opts.dtype, num_queries)
+    yield store, {"vectors": {**store.to_dict(), "directory": None if tmp
+                              else directory},
+                  "encoding": stats, "memory_budget": p.budget,
+                  "query_block": p.query_block,
+                  "memory_estimate": p.estimate}
+  finally:
+    if tmp:
+      shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ranks(store, d, opts, qv, gold):
+  return search.rank_queries(qv, store, d.pair_name, d.pair_concept, gold,
+                             d.num_concepts, opts.budget)[:2]
+
+
+def score_model(enc: Encoder, d, sets, store,
+                opts: SearchOptions = SearchOptions()) -> list[dict]:
+  """Rows of results for one encoder over every query set, ranked against
+  the dictionary's name vectors in `store`."""
   rows = []
   for qs in sets:
     if not qs.queries:
       continue
+    t0 = time.perf_counter()
     hard = np.array([q.hard for q in qs.queries])
     gold = [q.gold for q in qs.queries]
     uniq = list(dict.fromkeys(q.text for q in qs.queries))
     vecs = enc.encode_strings(uniq, desc=f"{qs.name} strings")
     pos = {t: i for i, t in enumerate(uniq)}
     qv = vecs[[pos[q.text] for q in qs.queries]]
-    g, t, _ = linking.gold_ranks(qv, name_vecs, d.pair_name, d.pair_concept,
-                                 gold, d.num_concepts)
+    g, t = _ranks(store, d, opts, qv, gold)
     rows.append({"queries": qs.name, "representation": "string",
-                 **linking.metrics(g, t, hard)})
+                 **linking.metrics(g, t, hard),
+                 "seconds": round(time.perf_counter() - t0, 2)})
     with_sent = [i for i, q in enumerate(qs.queries) if q.sentence]
     if not with_sent:
       continue
+    t0 = time.perf_counter()
     by_sentence = collections.defaultdict(list)
     for i in with_sent:
       by_sentence[qs.queries[i].sentence].append(i)
@@ -94,20 +146,28 @@ def score_model(enc: Encoder, d, sets, name_vecs=None) -> list[dict]:
         sentences, [[qs.queries[i].span for i in by_sentence[s]]
                     for s in sentences], desc=f"{qs.name} sentences")
     keep = np.asarray(order)[ok]
-    g, t, _ = linking.gold_ranks(vecs[ok], name_vecs, d.pair_name,
-                                 d.pair_concept, [gold[i] for i in keep],
-                                 d.num_concepts)
+    g, t = _ranks(store, d, opts, vecs[ok], [gold[i] for i in keep])
     row = {"queries": qs.name, "representation": "sentence",
-           **linking.metrics(g, t, hard[keep])}
+           **linking.metrics(g, t, hard[keep]),
+           "seconds": round(time.perf_counter() - t0, 2)}
     if (~ok).any():
       row["truncated_out"] = int((~ok).sum())
     rows.append(row)
   return rows
 
 
+def _model_options(opts: SearchOptions, label: str) -> SearchOptions:
+  """Each model's vectors in their own subdirectory of --vectors-dir."""
+  if opts.directory is None:
+    return opts
+  return dataclasses.replace(opts, directory=storage.join(
+      opts.directory, re.sub(r"[^A-Za-z0-9_.@-]+", "_", label)))
+
+
 def evaluate(models: list[str], *, data_dir=None, kg=None, corpus=None,
              corpus_format=None, restrict=None, limit=None, strict=False,
-             out=None, progress=True) -> dict:
+             out=None, progress=True,
+             search_options: SearchOptions = SearchOptions()) -> dict:
   """Evaluates each model; returns the report (and writes it)."""
   from bali_jax.eval.models import check_source, load
   t0 = time.time()
@@ -127,9 +187,13 @@ def evaluate(models: list[str], *, data_dir=None, kg=None, corpus=None,
     enc = Encoder(m.config, m.params, m.tokenizer, pooling=m.pooling,
                   max_name_tokens=m.max_name_tokens, seq_len=m.seq_len,
                   progress=progress)
-    rows = score_model(enc, d, sets)
+    opts = _model_options(search_options, m.label)
+    with dictionary_store(enc, d, opts, max(len(qs.queries)
+                                            for qs in sets)) as (store, si):
+      rows = score_model(enc, d, sets, store, opts)
     info = {"label": m.label, "source": m.source, "step": m.step,
-            "pooling": m.pooling, "seconds": round(time.time() - t1, 1)}
+            "pooling": m.pooling, "seconds": round(time.time() - t1, 1),
+            "search": si}
     report["models"].append(info)
     report["results"] += [{"model": m.label, **r} for r in rows]
     if m.run_dir:
