@@ -157,8 +157,24 @@ def _export_run(args, workdir: str) -> int:
   return 0
 
 
+def _seed_groups(patterns) -> dict[str, list[str]]:
+  """--models-from GLOB: the run directories it matches, one group."""
+  import glob
+  out = {}
+  for pattern in patterns or []:
+    runs = sorted(p for p in glob.glob(pattern) if is_run_dir(p))
+    if not runs:
+      raise ValueError(f"--models-from {pattern}: matches no training run "
+                       "directory")
+    out[pattern] = runs
+  return out
+
+
 def cmd_evaluate(args) -> int:
   from bali_jax.eval import report as report_lib, search
+  if args.bootstrap < 0:
+    raise ValueError(f"--bootstrap {args.bootstrap}: resamples must be >= 0 "
+                     "(0: no intervals)")
   opts = report_lib.SearchOptions(args.vectors_dir,
                                   search.parse_bytes(args.memory_budget),
                                   args.vector_dtype)
@@ -166,7 +182,8 @@ def cmd_evaluate(args) -> int:
       args.model, data_dir=args.data, kg=args.kg, corpus=args.corpus,
       corpus_format=args.corpus_format, restrict=args.restrict,
       limit=args.limit, strict=args.strict, out=args.out,
-      search_options=opts)
+      search_options=opts, resamples=args.bootstrap, seed=args.seed,
+      seed_groups=_seed_groups(args.models_from))
   for qs in rep["query_sets"]:
     for reason, info in qs["skipped"].items():
       print(f"warning: {qs['name']}: skipped {info['count']} ({reason}); "
@@ -266,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
   v.add_argument("--strict", action="store_true",
                  help="a bad corpus annotation is an error, not a count")
   v.add_argument("--out", default=None, help="write the JSON report here")
+  v.add_argument("--models-from", action="append", default=[],
+                 metavar="GLOB", help="run directories that differ only in "
+                 "seed (e.g. 'runs/seed*'): also reported together as mean "
+                 "± sd with the pooled interval (repeatable)")
+  v.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                 help="bootstrap resamples for the 95%% intervals (0: none)")
+  v.add_argument("--seed", type=int, default=0,
+                 help="seed of the resamples and of McNemar's tie draws")
   v.add_argument("--memory-budget", default="4GiB",
                  help="host memory for the name-vector search (e.g. 4GiB, "
                  "512MiB): shards and query blocks are sized to it")

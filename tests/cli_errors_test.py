@@ -105,6 +105,16 @@ CASES = {
                       "open-default", "--corpus", p["corpus"], "--out",
                       f"{o}/report.json"],
         r"--corpus needs --corpus-format pubtator\|bern2"),
+    "evaluate-models-from-matches-no-run": (
+        lambda p, o: ["evaluate", "--model", "starter", "--kg",
+                      "open-default", "--corpus", p["corpus"],
+                      "--corpus-format", "pubtator", "--models-from",
+                      f"{p['missing']}/seed*"],
+        r"--models-from .*nowhere/seed\*: matches no training run"),
+    "evaluate-negative-bootstrap": (
+        lambda p, o: ["evaluate", "--model", "starter", "--kg",
+                      "open-default", "--bootstrap", "-1"],
+        r"--bootstrap -1: resamples must be >= 0"),
     "evaluate-malformed-memory-budget": (
         lambda p, o: ["evaluate", "--model", "starter", "--kg",
                       "open-default", "--memory-budget", "lots"],

@@ -332,10 +332,18 @@ def test_evaluate_cli_two_models_table_and_json(tmp_path, starter_dir):
   by = {}
   for row in rep["results"]:
     by.setdefault((row["queries"], row["representation"]), []).append(row)
-  # the same weights twice (alias and directory): identical figures
+  # the same weights twice (alias and directory): identical figures, a
+  # paired difference of exactly 0 and McNemar p = 1
   for rows in by.values():
     assert len(rows) == 2
     assert rows[0]["acc@1"] == rows[1]["acc@1"]
+    lo, hi = rows[0]["acc@1_ci"]
+    assert lo <= rows[0]["acc@1"] <= hi
+    assert rows[1]["delta_acc@1"] == 0 and rows[1]["delta_acc@1_ci"] == [
+        0, 0]
+    assert rows[1]["mcnemar_acc@1"]["p_value"] == 1.0
+  assert rep["intervals"]["resamples"] == 1000
+  assert " n.s. | 1 |" in r.stdout  # Δ: no measurable change, p = 1
   r = subprocess.run([sys.executable, "-m", "bali_jax", "evaluate",
                       "--model", "starter", "--data", data, "--restrict",
                       "CHEBI:"], capture_output=True, text=True, env=env)

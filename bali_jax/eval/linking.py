@@ -111,23 +111,28 @@ def _harmonic(n: np.ndarray) -> np.ndarray:
   return np.where(n < 256, table[np.minimum(n, 255).astype(int)], big)
 
 
+def per_query(greater: np.ndarray, ties: np.ndarray) -> dict:
+  """Each query's expected acc@k and reciprocal rank under random
+  tie-breaking: {"acc@1": (Q,), "acc@5": (Q,), "mrr": (Q,)}."""
+  g = np.asarray(greater, np.float64)
+  t = np.asarray(ties, np.float64)
+  out = {f"acc@{k}": np.clip((k - g) / (t + 1), 0.0, 1.0) for k in KS}
+  out["mrr"] = (_harmonic(g + t + 1) - _harmonic(g)) / (t + 1)
+  return out
+
+
 def metrics(greater: np.ndarray, ties: np.ndarray, hard: np.ndarray) -> dict:
   """acc@k and MRR (expected under random tie-breaking), on all queries and
   on the hard subset, with the counts (None where a subset is empty)."""
-  greater = np.asarray(greater, np.float64)
-  ties = np.asarray(ties, np.float64)
+  values = per_query(greater, ties)
   hard = np.asarray(hard, bool)
 
   def block(sel):
-    g, t = greater[sel], ties[sel]
     out = {"n": int(sel.sum())}
-    for k in KS:
-      p = np.clip((k - g) / (t + 1), 0.0, 1.0)
-      out[f"acc@{k}"] = float(p.mean()) if len(p) else None
-    rr = (_harmonic(g + t + 1) - _harmonic(g)) / (t + 1)
-    out["mrr"] = float(rr.mean()) if len(rr) else None
+    for key, v in values.items():
+      out[key] = float(v[sel].mean()) if sel.any() else None
     return out
 
-  all_ = block(np.ones(len(greater), bool))
+  all_ = block(np.ones(len(hard), bool))
   hard_ = block(hard)
   return {**all_, **{f"hard_{k}": v for k, v in hard_.items()}}

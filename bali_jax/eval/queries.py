@@ -31,6 +31,7 @@ class Query:
   sentence: str | None = None  # its sentence, when known
   span: tuple[int, int] | None = None  # character span in `sentence`
   hard: bool = False  # normalised text is no name of a gold concept
+  group: str | None = None  # its document (the bootstrap's unit), if any
 
 
 @dataclasses.dataclass
@@ -118,7 +119,8 @@ def test_mentions(data_dir: str, d: Dictionary) -> QuerySet:
       s = json.loads(line)
       for start, end, nodes in s["mentions"]:
         qs.queries.append(Query(s["text"][start:end], tuple(nodes),
-                                s["text"], (start, end)))
+                                s["text"], (start, end),
+                                group=s.get("doc", f"line {lineno}")))
   return finish(qs, d)
 
 
@@ -201,7 +203,7 @@ def corpus(path: str, fmt: str, d: Dictionary,
         qs.skip("crosses-sentence-boundary (string only)", m.where,
                 f"{text!r} is not inside one sentence")
       where_of[len(qs.queries)] = m.where
-      qs.queries.append(Query(text, gold, sent, span))
+      qs.queries.append(Query(text, gold, sent, span, group=doc.doc_id))
   for reason, info in bad.to_dict().items():
     qs.skipped[reason] = info
   return finish(qs, d, lambda i: where_of.get(i, path))

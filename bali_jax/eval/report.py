@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -27,7 +28,7 @@ import numpy as np
 
 from bali_jax import storage
 from bali_jax.eval import dictionary as dictionary_lib
-from bali_jax.eval import linking, queries as queries_lib, search
+from bali_jax.eval import intervals, linking, queries as queries_lib, search
 from bali_jax.eval.encoder import Encoder
 
 DEFAULT_BUDGET = "4GiB"
@@ -114,6 +115,96 @@ def _ranks(store, d, opts, qv, gold):
                              d.num_concepts, opts.budget)[:2]
 
 
+PER_QUERY = "_per_query"  # a row's per-query ranks, until the intervals
+
+
+def _per_query(qs, ids, greater, ties) -> dict:
+  """What the intervals need of a row: which queries (indices into the
+  set), their expected acc@k and reciprocal ranks, hard flags and
+  bootstrap groups."""
+  ids = np.asarray(ids, np.int64)
+  return {"ids": ids, "values": linking.per_query(greater, ties),
+          "hard": np.array([qs.queries[i].hard for i in ids], bool),
+          "group": [qs.queries[i].group or f"query {i}" for i in ids]}
+
+
+def add_intervals(results: list[dict], resamples: int, seed: int) -> None:
+  """Paired bootstrap 95% intervals on every row's acc@k / MRR (hard too)
+  and, against the first model of the same queries and representation, on
+  the differences, with McNemar's exact p on acc@1 (intervals.py); drops
+  the per-query arrays."""
+  first = {}
+  for r in results:
+    pq = r.pop(PER_QUERY)
+    if not resamples:
+      continue
+    vals = pq["values"]
+    rs = intervals.Resampler(pq["group"], resamples, seed)
+    for k, v in vals.items():
+      r[f"{k}_ci"] = rs.interval(v)
+      r[f"hard_{k}_ci"] = rs.interval(v, pq["hard"])
+    key = (r["queries"], r["representation"])
+    if key not in first:
+      first[key] = (pq, vals)
+      continue
+    r.update(_paired(first[key], pq, vals, resamples, seed))
+
+
+def _paired(base, pq, vals, resamples: int, seed: int) -> dict:
+  """Δ vs the first model on the queries both ranked (a model with
+  another tokenizer may cut other mentions off)."""
+  bpq, bvals = base
+  common, i, j = np.intersect1d(pq["ids"], bpq["ids"], return_indices=True)
+  rs = intervals.Resampler([pq["group"][k] for k in i], resamples, seed)
+  out = {"paired_n": int(len(common))}
+  for k, v in vals.items():
+    diff = v[i] - bvals[k][j]
+    out[f"delta_{k}"] = float(diff.mean()) if len(diff) else None
+    out[f"delta_{k}_ci"] = rs.interval(diff)
+  ci = out["delta_acc@1_ci"]
+  out["delta_acc@1_measurable"] = bool(ci and (ci[0] > 0 or ci[1] < 0))
+  outcome = lambda v: intervals.top1_outcomes(v, seed)
+  out["mcnemar_acc@1"] = intervals.mcnemar_exact(
+      outcome(vals["acc@1"][i]), outcome(bvals["acc@1"][j]))
+  return out
+
+
+def aggregate_seeds(results: list[dict], label: str,
+                    members: list[str]) -> list[dict]:
+  """Rows for runs that differ only in seed (`--models-from`): per query
+  set and representation, each metric's mean and sd over the runs, and
+  the per-query values averaged over them, from which the pooled interval
+  and the Δ to the first model come (`add_intervals`)."""
+  out = []
+  mine = [r for r in results if r["model"] in members]
+  for key in dict.fromkeys((r["queries"], r["representation"])
+                           for r in mine):
+    rows = [r for r in mine if (r["queries"], r["representation"]) == key]
+    common = functools.reduce(np.intersect1d,
+                              [r[PER_QUERY]["ids"] for r in rows])
+    picks = []
+    for r in rows:
+      pos = {int(i): k for k, i in enumerate(r[PER_QUERY]["ids"])}
+      picks.append((r[PER_QUERY], np.array([pos[int(i)] for i in common],
+                                           np.int64)))
+    pq0, sel0 = picks[0]
+    values = {k: np.mean([pq["values"][k][sel] for pq, sel in picks], 0)
+              for k in pq0["values"]}
+    row = {"model": f"{label} ({len(rows)} seeds)", "queries": key[0],
+           "representation": key[1], "seeds": [r["model"] for r in rows],
+           "n": int(len(common)), "hard_n": int(pq0["hard"][sel0].sum())}
+    for k in ("acc@1", "acc@5", "mrr", "hard_acc@1", "hard_acc@5",
+              "hard_mrr"):
+      xs = [r[k] for r in rows if r[k] is not None]
+      row[k] = float(np.mean(xs)) if xs else None
+      row[f"{k}_sd"] = float(np.std(xs, ddof=1)) if len(xs) > 1 else None
+    row[PER_QUERY] = {"ids": common, "values": values,
+                      "hard": pq0["hard"][sel0],
+                      "group": [pq0["group"][i] for i in sel0]}
+    out.append(row)
+  return out
+
+
 def score_model(enc: Encoder, d, sets, store,
                 opts: SearchOptions = SearchOptions()) -> list[dict]:
   """Rows of results for one encoder over every query set, ranked against
@@ -132,7 +223,8 @@ def score_model(enc: Encoder, d, sets, store,
     g, t = _ranks(store, d, opts, qv, gold)
     rows.append({"queries": qs.name, "representation": "string",
                  **linking.metrics(g, t, hard),
-                 "seconds": round(time.perf_counter() - t0, 2)})
+                 "seconds": round(time.perf_counter() - t0, 2),
+                 PER_QUERY: _per_query(qs, np.arange(len(gold)), g, t)})
     with_sent = [i for i, q in enumerate(qs.queries) if q.sentence]
     if not with_sent:
       continue
@@ -149,7 +241,8 @@ def score_model(enc: Encoder, d, sets, store,
     g, t = _ranks(store, d, opts, vecs[ok], [gold[i] for i in keep])
     row = {"queries": qs.name, "representation": "sentence",
            **linking.metrics(g, t, hard[keep]),
-           "seconds": round(time.perf_counter() - t0, 2)}
+           "seconds": round(time.perf_counter() - t0, 2),
+           PER_QUERY: _per_query(qs, keep, g, t)}
     if (~ok).any():
       row["truncated_out"] = int((~ok).sum())
     rows.append(row)
@@ -167,11 +260,15 @@ def _model_options(opts: SearchOptions, label: str) -> SearchOptions:
 def evaluate(models: list[str], *, data_dir=None, kg=None, corpus=None,
              corpus_format=None, restrict=None, limit=None, strict=False,
              out=None, progress=True,
-             search_options: SearchOptions = SearchOptions()) -> dict:
+             search_options: SearchOptions = SearchOptions(),
+             resamples: int = intervals.DEFAULT_RESAMPLES,
+             seed: int = 0, seed_groups: dict | None = None) -> dict:
   """Evaluates each model; returns the report (and writes it)."""
   from bali_jax.eval.models import check_source, load
   t0 = time.time()
   _check_queries(data_dir, corpus, corpus_format)  # before the slow parts
+  seed_groups = seed_groups or {}
+  models = list(models) + [s for g in seed_groups.values() for s in g]
   for src in models:
     check_source(src)
   d = load_dictionary(data_dir, kg, restrict)
@@ -181,9 +278,11 @@ def evaluate(models: list[str], *, data_dir=None, kg=None, corpus=None,
             "query_sets": [qs.summary() for qs in sets],
             "tie_breaking": "expected value under uniform random ties",
             "models": [], "results": []}
+  label_of = {}
   for src in models:
     t1 = time.time()
     m = load(src)
+    label_of[src] = m.label
     enc = Encoder(m.config, m.params, m.tokenizer, pooling=m.pooling,
                   max_name_tokens=m.max_name_tokens, seq_len=m.seq_len,
                   progress=progress)
@@ -196,10 +295,20 @@ def evaluate(models: list[str], *, data_dir=None, kg=None, corpus=None,
             "search": si}
     report["models"].append(info)
     report["results"] += [{"model": m.label, **r} for r in rows]
-    if m.run_dir:
+    if m.run_dir:  # its own rows, with their intervals
+      own = [{"model": m.label, **r} for r in rows]
+      add_intervals(own, resamples, seed)
       _write_json(os.path.join(m.run_dir, "eval_el.json"),
-                  {**report, "models": [info],
-                   "results": [{"model": m.label, **r} for r in rows]})
+                  {**report, "models": [info], "results": own})
+  for label, srcs in seed_groups.items():
+    report["results"] += aggregate_seeds(report["results"], label,
+                                         [label_of[x] for x in srcs])
+  add_intervals(report["results"], resamples, seed)
+  report["intervals"] = {
+      "resamples": resamples, "seed": seed, "level": 0.95,
+      "unit": "documents for corpora and test mentions, queries for "
+              "synonym sets (paired across models)",
+      "test": "McNemar exact on acc@1 vs the first model"}
   report["seconds"] = round(time.time() - t0, 1)
   if out:
     _write_json(out, report)
@@ -228,21 +337,49 @@ def to_markdown(report: dict) -> str:
     lines.append(f"- {qs['name']}: {qs['queries']:,} queries "
                  f"({qs['hard']:,} hard, {qs['with_sentence']:,} with a "
                  f"sentence); skipped: {skipped}")
-  lines += ["", "| queries | repr. | model | n | acc@1 | Δacc@1 | acc@5 | "
-            "MRR | hard n | hard acc@1 | hard acc@5 | hard MRR |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  lines += ["", "| queries | repr. | model | n | acc@1 | Δacc@1 | p | "
+            "acc@5 | MRR | hard n | hard acc@1 | hard acc@5 | hard MRR |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   keys = list(dict.fromkeys((r["queries"], r["representation"])
                             for r in report["results"]))
   for key in keys:
     rows = [r for r in report["results"]
             if (r["queries"], r["representation"]) == key]
-    for j, r in enumerate(rows):
-      delta = f"{100 * (r['acc@1'] - rows[0]['acc@1']):+.1f}" if j else ""
+    for r in rows:
       lines.append(
           f"| {r['queries']} | {r['representation']} | {r['model']} | "
-          f"{r['n']} | {_pct(r['acc@1'])} | {delta} | {_pct(r['acc@5'])} | "
-          f"{_frac(r['mrr'])} | {r['hard_n']} | {_pct(r['hard_acc@1'])} | "
-          f"{_pct(r['hard_acc@5'])} | {_frac(r['hard_mrr'])} |")
-  lines += ["", "acc@k in %, MRR as a fraction; Δ in points vs the first model; ties "
-            "count in expectation (uniform random tie-breaking)."]
+          f"{r['n']} | {_ci(r, 'acc@1')} | {_delta(r)} | {_p(r)} | "
+          f"{_ci(r, 'acc@5')} | {_frac(r['mrr'])} | {r['hard_n']} | "
+          f"{_ci(r, 'hard_acc@1')} | {_pct(r['hard_acc@5'])} | "
+          f"{_frac(r['hard_mrr'])} |")
+  lines += ["", "acc@k in %, MRR as a fraction; [brackets]: 95% bootstrap "
+            "interval; Δ in points vs the first model on the same queries "
+            "(paired interval; \"n.s.\": it contains 0, no measurable "
+            "change); p: McNemar exact on acc@1; ties count in expectation "
+            "(uniform random tie-breaking)."]
   return "\n".join(lines)
+
+
+def _ci(r: dict, key: str) -> str:
+  ci, sd = r.get(f"{key}_ci"), r.get(f"{key}_sd")
+  text = _pct(r[key])
+  if r[key] is not None and sd is not None:  # runs over seeds: mean ± sd
+    text += f" ± {100 * sd:.1f}"
+  if r[key] is None or not ci:
+    return text
+  return f"{text} [{_pct(ci[0])}, {_pct(ci[1])}]"
+
+
+def _delta(r: dict) -> str:
+  if r.get("delta_acc@1") is None:
+    return ""
+  d, ci = 100 * r["delta_acc@1"], r.get("delta_acc@1_ci")
+  if not ci:
+    return f"{d:+.1f}"
+  tag = "" if r["delta_acc@1_measurable"] else " n.s."
+  return f"{d:+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]{tag}"
+
+
+def _p(r: dict) -> str:
+  m = r.get("mcnemar_acc@1")
+  return "" if not m else f"{m['p_value']:.3g}"
