@@ -5,7 +5,7 @@ Commands (stable: users script them):
              pre-train (same DIR again = resume).
   export-hf  --source SRC --out OUT   export a BERT to a Hugging Face directory.
   evaluate   --model SRC [--model SRC ...] [--data DIR | --kg KG]
-             [--corpus FILE --corpus-format pubtator|bern2] [--out FILE]
+             [--corpus FILE --corpus-format pubtator|bern2|bioc] [--out FILE]
              zero-shot entity linking, models side by side.
   ablate     --data DIR --workdir DIR [--steps N] [--variant NAME:k=v,...]
              short runs with one key changed each, one evaluated table.
@@ -183,7 +183,8 @@ def cmd_evaluate(args) -> int:
       corpus_format=args.corpus_format, restrict=args.restrict,
       limit=args.limit, strict=args.strict, out=args.out,
       search_options=opts, resamples=args.bootstrap, seed=args.seed,
-      seed_groups=_seed_groups(args.models_from))
+      seed_groups=_seed_groups(args.models_from), benchmark=args.benchmark,
+      split=args.split)
   for qs in rep["query_sets"]:
     for reason, info in qs["skipped"].items():
       print(f"warning: {qs['name']}: skipped {info['count']} ({reason}); "
@@ -274,8 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
   v.add_argument("--kg", default=None,
                  help="instead of --data: open-default, FILE.obo or a "
                  "cellxgene FILE.json.zst (dictionary only)")
+  v.add_argument("--benchmark", choices=("bc5cdr-disease",
+                                         "bc5cdr-chemical"), default=None,
+                 help="BC5CDR mentions against MeSH, SapBERT protocol "
+                 "(instead of --data/--kg/--corpus)")
+  v.add_argument("--split", choices=("train", "test"), default="test",
+                 help="with --benchmark: train is the development set")
   v.add_argument("--corpus", default=None, help="a gold-linked corpus")
-  v.add_argument("--corpus-format", choices=("pubtator", "bern2"))
+  v.add_argument("--corpus-format", choices=("pubtator", "bern2", "bioc"))
   v.add_argument("--restrict", default=None, metavar="PREFIX",
                  help="only concepts whose id starts with PREFIX (e.g. HP:)")
   v.add_argument("--limit", type=int, default=None,

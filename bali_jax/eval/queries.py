@@ -41,6 +41,7 @@ class QuerySet:
   source: str
   skipped: dict = dataclasses.field(default_factory=dict)  # reason -> info
   documents: int | None = None  # corpus documents read
+  notes: dict = dataclasses.field(default_factory=dict)  # reader counts
 
   def skip(self, reason: str, where: str, detail: str) -> None:
     s = self.skipped.setdefault(reason, {"count": 0,
@@ -55,6 +56,7 @@ class QuerySet:
                                  for q in self.queries),
             **({"documents": self.documents} if self.documents is not None
                else {}),
+            **({"notes": self.notes} if self.notes else {}),
             "skipped": self.skipped}
 
 
@@ -146,8 +148,8 @@ def map_id(raw: str, d: Dictionary) -> int | None:
   return None
 
 
-def corpus(path: str, fmt: str, d: Dictionary,
-           strict: bool = False) -> QuerySet:
+def corpus(path: str, fmt: str, d: Dictionary, strict: bool = False,
+           types=None, name: str | None = None) -> QuerySet:
   """A gold-linked PubTator or BERN2 file as queries.
 
   Bad annotations (offsets out of range, empty mentions, a mention string
@@ -157,14 +159,17 @@ def corpus(path: str, fmt: str, d: Dictionary,
   and mentions that cross a sentence boundary (those still count for the
   mention-string representation, not the in-sentence one).
   """
-  from bali_jax.readers.corpus import read_bern2_jsonl, read_pubtator, \
-      split_sentences
+  import functools
+  from bali_jax.readers.corpus import read_bern2_jsonl, read_bioc, \
+      read_pubtator, split_sentences
   from bali_jax.readers.errors import BadRecords
   if not os.path.exists(path):  # a user's corpus file, read by data_prep
     raise FileNotFoundError(f"--corpus {path}: no such file")
-  reader = {"pubtator": read_pubtator, "bern2": read_bern2_jsonl}[fmt]
+  qs = QuerySet(name or f"corpus:{os.path.basename(path)}", [], path)
+  reader = {"pubtator": read_pubtator, "bern2": read_bern2_jsonl,
+            "bioc": functools.partial(read_bioc, types=types,
+                                      stats=qs.notes)}[fmt]
   bad = BadRecords(skip=not strict)
-  qs = QuerySet(f"corpus:{os.path.basename(path)}", [], path)
   keep_ids = lambda ids: list(ids) or [NO_ID]
   where_of = {}
   qs.documents = 0
@@ -178,13 +183,15 @@ def corpus(path: str, fmt: str, d: Dictionary,
         sentence_of[(m.where, s0 + m.start, s0 + m.end)] = (
             s.text, (m.start, m.end))
     for m in doc.mentions:
-      text = doc.text[m.start:m.end]
+      # a discontinuous mention's string is the annotation's (its parts);
+      # it has no one span to pool in its sentence
+      text = m.text if m.discontinuous else doc.text[m.start:m.end]
       if not text.strip():
         bad.report("empty-mention", m.where,
                    f"mention {m.start}-{m.end} of {doc.doc_id} is empty")
         continue
-      if m.text is not None and " ".join(m.text.split()) != " ".join(
-          text.split()):
+      if m.text is not None and not m.discontinuous and " ".join(
+          m.text.split()) != " ".join(text.split()):
         bad.report("mention-text-mismatch", m.where,
                    f"annotation says {m.text!r} but the text at "
                    f"{m.start}-{m.end} is {text!r}")
@@ -199,7 +206,11 @@ def corpus(path: str, fmt: str, d: Dictionary,
                 f"{text!r}: {'|'.join(m.concepts)} not in {d.source}")
         continue
       sent, span = sentence_of.get((m.where, m.start, m.end), (None, None))
-      if sent is None:
+      if m.discontinuous:
+        sent, span = None, None
+        qs.skip("discontinuous (string only)", m.where,
+                f"{text!r} is in several pieces")
+      elif sent is None:
         qs.skip("crosses-sentence-boundary (string only)", m.where,
                 f"{text!r} is not inside one sentence")
       where_of[len(qs.queries)] = m.where

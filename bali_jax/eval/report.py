@@ -55,12 +55,13 @@ def load_dictionary(data_dir: str | None, kg: str | None,
 
 
 NOTHING_TO_EVALUATE = ("nothing to evaluate: give --data DIR (held-out "
-                       "synonyms, test mentions) and/or --corpus FILE")
+                       "synonyms, test mentions) and/or --corpus FILE, or "
+                       "--benchmark")
 
 
 def _check_queries(data_dir, corpus, corpus_format) -> None:
-  if corpus and corpus_format not in ("pubtator", "bern2"):
-    raise ValueError("--corpus needs --corpus-format pubtator|bern2")
+  if corpus and corpus_format not in ("pubtator", "bern2", "bioc"):
+    raise ValueError("--corpus needs --corpus-format pubtator|bern2|bioc")
   if not data_dir and not corpus:
     raise ValueError(NOTHING_TO_EVALUATE)
 
@@ -262,18 +263,27 @@ def evaluate(models: list[str], *, data_dir=None, kg=None, corpus=None,
              out=None, progress=True,
              search_options: SearchOptions = SearchOptions(),
              resamples: int = intervals.DEFAULT_RESAMPLES,
-             seed: int = 0, seed_groups: dict | None = None) -> dict:
+             seed: int = 0, seed_groups: dict | None = None,
+             benchmark: str | None = None, split: str = "test") -> dict:
   """Evaluates each model; returns the report (and writes it)."""
   from bali_jax.eval.models import check_source, load
   t0 = time.time()
-  _check_queries(data_dir, corpus, corpus_format)  # before the slow parts
+  if benchmark and (data_dir or kg or corpus):
+    raise ValueError("--benchmark brings its own dictionary and queries: "
+                     "give it without --data, --kg or --corpus")
+  if not benchmark:
+    _check_queries(data_dir, corpus, corpus_format)  # before the slow parts
   seed_groups = seed_groups or {}
   models = list(models) + [s for g in seed_groups.values() for s in g]
   for src in models:
     check_source(src)
-  d = load_dictionary(data_dir, kg, restrict)
-  sets = load_queries(d, data_dir, corpus, corpus_format, limit=limit,
-                      strict=strict)
+  if benchmark:
+    from bali_jax.eval import benchmarks
+    d, sets = benchmarks.load(benchmark, split, strict)
+  else:
+    d = load_dictionary(data_dir, kg, restrict)
+    sets = load_queries(d, data_dir, corpus, corpus_format, limit=limit,
+                        strict=strict)
   report = {"dictionary": d.stats(),
             "query_sets": [qs.summary() for qs in sets],
             "tie_breaking": "expected value under uniform random ties",

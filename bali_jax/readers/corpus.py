@@ -5,6 +5,8 @@
   span: {begin, end}}]}.
 * PubTator: `PMID|t|title`, `PMID|a|abstract`, then `PMID<TAB>start<TAB>end
   <TAB>mention<TAB>type<TAB>ids` lines; offsets over title + " " + abstract.
+* BioC XML (`.xml` or `.xml.gz`, as BC5CDR ships): passages at their
+  document offsets, annotations with a type, an id infon and a location.
 
 Sentences are split with pysbd (rule-based, keeps "e.g.", "et al.", decimals
 together); mentions that cross a sentence boundary are dropped, as the
@@ -29,6 +31,9 @@ class Mention:
   concepts: list[str]  # concept ids (several for multi-id mentions)
   text: str | None = None  # the annotation's mention string, if it has one
   where: str = ""  # file:line of the annotation (for messages)
+  # a discontinuous mention (BioC, several locations): start-end cover all
+  # of its parts and `text` is the annotation's string, not the span's
+  discontinuous: bool = False
 
 
 @dataclasses.dataclass
@@ -162,6 +167,65 @@ def read_pubtator(path: str, bad: BadRecords, map_ids=lambda ids: ids):
   done = finish()
   if done is not None:
     yield done
+
+
+def _passages_text(doc_el) -> str:
+  """The passages' texts placed at their offsets (spaces in between)."""
+  text = ""
+  for p in doc_el.findall("passage"):
+    offset = int(p.findtext("offset", "0"))
+    text = text.ljust(offset) + (p.findtext("text") or "")
+  return text
+
+
+def read_bioc(path: str, bad: BadRecords, map_ids=lambda ids: ids,
+              types=None, id_key: str = "MESH", stats: dict | None = None):
+  """Yields annotated documents from a BioC XML collection.
+
+  `types` keeps annotations of those types only. A composite mention
+  (infon CompositeRole = CompositeMention, ids "D1|D2") is replaced by its
+  IndividualMention annotations, each with its own id, as the SapBERT /
+  BioSyn evaluation splits composite mentions; other multi-id mentions
+  keep every id (any one counts). Ids are prefixed with `id_key` ("MESH:
+  D003693"); "-1" is no id. `stats` counts what was left out and why.
+  """
+  stats = {} if stats is None else stats
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:  # a user's corpus (or a wheel's file)
+    for _, el in ET.iterparse(f):
+      if el.tag != "document":
+        continue
+      doc = Document(f"PMID:{el.findtext('id', '')}", _passages_text(el), [])
+      for a in el.iter("annotation"):
+        infons = {i.get("key"): (i.text or "") for i in a.findall("infon")}
+        where = f"{path}: document {doc.doc_id}, annotation {a.get('id')}"
+        if types is not None and infons.get("type") not in types:
+          stats["other-type"] = stats.get("other-type", 0) + 1
+          continue
+        if infons.get("CompositeRole") == "CompositeMention":
+          stats["composite-split-into-parts"] = stats.get(
+              "composite-split-into-parts", 0) + 1
+          continue
+        try:
+          spans = [(int(loc.get("offset")), int(loc.get("offset"))
+                    + int(loc.get("length"))) for loc in a.findall(
+                        "location")]
+        except (TypeError, ValueError):
+          spans = []
+        if not spans:
+          bad.report("malformed-annotation", where,
+                     "no integer location offset/length")
+          continue
+        ids = [f"{id_key}:{i.strip()}" for i in
+               infons.get(id_key, "").split("|") if i.strip() not in
+               ("", "-1", "-")]
+        m = Mention(min(s for s, _ in spans), max(e for _, e in spans),
+                    map_ids(ids), a.findtext("text"), where,
+                    discontinuous=len(spans) > 1)
+        if _check_span(doc, m, where, bad):
+          doc.mentions.append(m)
+      el.clear()
+      yield doc
 
 
 _SEGMENTER = None
