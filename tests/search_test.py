@@ -70,7 +70,8 @@ def test_streamed_ranks_equal_in_memory_over_many_shards(tmp_path,
   bf = name_store.from_array(str(tmp_path / "bf16"), names, p.shard_rows,
                              dtype="bfloat16")
   assert os.path.getsize(bf.path(0)) < 0.6 * os.path.getsize(store.path(0))
-  rounded = np.concatenate([bf.read(i) for i in range(bf.num_shards)])
+  rounded = np.concatenate([bf.read(i) for i in range(bf.num_shards)
+                            ]).astype(np.float32)
   assert 0 < np.abs(rounded - names).max() < 1e-2
   _same(search.gold_ranks(q, bf, pn, pc, gold, CONCEPTS, budget),
         linking.gold_ranks(q, rounded, pn, pc, gold, CONCEPTS))

@@ -137,7 +137,8 @@ def bench_data(args, directory: str) -> dict:
          "disk_bytes": _disk_bytes(directory), "encoding": stats,
          "search_s": round(search_s, 2)}
   if args.compare:
-    names = np.concatenate([store.read(i) for i in range(store.num_shards)])
+    names = np.concatenate([store.read(i) for i in range(
+        store.num_shards)]).astype(np.float32)
     mem = linking.gold_ranks(q, names, d.pair_name, d.pair_concept, gold,
                              d.num_concepts)
     out["in_memory_agreement"] = _compare(streamed, mem, q, names, d, gold)

@@ -112,7 +112,7 @@ def _add_shard(running, q, names, pair_name, pair_concept):
   column-wise); q (B, D); names (S, D) one shard; pair_name (P,) positions
   in the shard and pair_concept (P,) their concepts (padding pairs point at
   row C)."""
-  sim = names @ q.T  # (S, B)
+  sim = names.astype(jnp.float32) @ q.T  # (S, B)
   return running.at[pair_concept].max(sim[pair_name])
 
 
@@ -136,10 +136,10 @@ def _shard_pairs(store: NameStore, pair_name, pair_concept, num_concepts):
 
 
 def _padded_shard(store: NameStore, i: int) -> np.ndarray:
-  v = np.asarray(store.read(i), np.float32)
+  v = store.read(i)
   if len(v) < store.shard_rows:  # the last shard: one shape for every call
     v = np.concatenate([v, np.zeros((store.shard_rows - len(v), store.dim),
-                                    np.float32)])
+                                    v.dtype)])
   return v
 
 
