@@ -115,13 +115,12 @@ def _compare(a, b, q, names, d, gold, tol: float = 1e-6) -> dict:
 def bench_data(args, directory: str) -> dict:
   from bali_jax.eval import dictionary as dictionary_lib
   from bali_jax.eval import queries as queries_lib
-  from bali_jax.eval.encoder import Encoder
   from bali_jax.eval.models import load
+  from bali_jax.eval.report import model_encoder
   d = dictionary_lib.from_dataset(args.data)
   qs = queries_lib.heldout_synonyms(args.data, d, args.queries or None)
   m = load(args.model)
-  enc = Encoder(m.config, m.params, m.tokenizer, pooling=m.pooling,
-                max_name_tokens=m.max_name_tokens, seq_len=m.seq_len)
+  enc = model_encoder(m)
   store, stats, p = search.build_store(
       directory, d.names, enc.encode_strings, enc.dim, d.num_concepts,
       len(d.pair_name), args.budget, args.vector_dtype, len(qs.queries))

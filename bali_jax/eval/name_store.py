@@ -133,7 +133,9 @@ def write(directory: str, names: list[str], encode, dim: int,
 def from_array(directory: str, vectors: np.ndarray, shard_rows: int,
                dtype: str = "float32") -> NameStore:
   """A store of vectors already computed (tests, benchmarks)."""
-  store, _ = write(directory, list(range(len(vectors))),
-                   lambda idx: vectors[idx[0]:idx[-1] + 1] if idx else
-                   vectors[:0], vectors.shape[1], shard_rows, dtype)
+  # the "names" are their own row numbers: a shard's slice of them is a
+  # range, and its "encoding" the same rows of `vectors`
+  store, _ = write(directory, range(len(vectors)),
+                   lambda rows: vectors[rows.start:rows.stop],
+                   vectors.shape[1], shard_rows, dtype)
   return store

@@ -84,6 +84,14 @@ def load_queries(d, data_dir=None, corpus=None, corpus_format=None,
   return sets
 
 
+def model_encoder(m, progress: bool = True) -> Encoder:
+  """The encoder of a loaded model (`models.load`), pooled and truncated
+  as that model was trained."""
+  return Encoder(m.config, m.params, m.tokenizer, pooling=m.pooling,
+                 max_name_tokens=m.max_name_tokens, seq_len=m.seq_len,
+                 progress=progress)
+
+
 @contextlib.contextmanager
 def dictionary_store(enc: Encoder, d, opts: SearchOptions,
                      num_queries: int):
@@ -293,9 +301,7 @@ def evaluate(models: list[str], *, data_dir=None, kg=None, corpus=None,
     t1 = time.time()
     m = load(src)
     label_of[src] = m.label
-    enc = Encoder(m.config, m.params, m.tokenizer, pooling=m.pooling,
-                  max_name_tokens=m.max_name_tokens, seq_len=m.seq_len,
-                  progress=progress)
+    enc = model_encoder(m, progress)
     opts = _model_options(search_options, m.label)
     with dictionary_store(enc, d, opts, max(len(qs.queries)
                                             for qs in sets)) as (store, si):
