@@ -30,68 +30,9 @@ import functools
 import json
 import os
 import sys
-import time
 
-from bali_jax.eval.models import is_hf_dir, is_run_dir, load_run
-
-def cmd_export_hf(args) -> int:
-  import jax
-  from bali_jax import open_data
-  from bali_jax.hf import export as hf_export, importer as hf_import
-
-  from bali_jax import storage
-  src = open_data.resolve_model_dir(args.source)
-  if not storage.isdir(src):
-    raise FileNotFoundError(f"--source {src}: no such directory")
-  if is_run_dir(src):
-    return _export_run(args, src)
-  if not is_hf_dir(src):
-    raise ValueError(
-        f"--source {src}: neither a Hugging Face BERT directory (config.json "
-        "+ weights) nor a training run directory (config.json + "
-        "checkpoints/)")
-  t0 = time.time()
-  print(f"importing {src}")
-  pre = hf_import.load_pretrained(src)
-  n_params = sum(x.size for x in jax.tree.leaves(pre.params))
-  print(f"  {pre.config.num_hidden_layers} layers, d={pre.config.hidden_size},"
-        f" {n_params:,} parameters, pooler={pre.has_pooler}, "
-        f"mlm_head={pre.has_mlm_head}")
-  report = hf_export.export_hf(pre.config, pre.params, args.out,
-                               pre.tokenizer, dtype=args.dtype,
-                               max_shard_size=args.max_shard_size,
-                               overwrite=args.overwrite)
-  print(f"wrote {report.out_dir}: {', '.join(report.weight_files)} "
-        f"({report.total_bytes / 1e6:.1f} MB, {report.num_tensors} tensors, "
-        f"{args.dtype}, architectures {report.architectures})")
-  for cls, skipped, fresh in (
-      ("AutoModel", report.skipped_by_automodel, report.fresh_in_automodel),
-      ("AutoModelForMaskedLM", report.skipped_by_masked_lm,
-       report.fresh_in_masked_lm)):
-    print(f"  transformers {cls}: "
-          + (f"initialises {fresh} fresh (the source has none)" if fresh
-             else "loads every weight it needs")
-          + (f"; ignores {len(skipped)} tensors of the other head"
-             if skipped else ""))
-  result = {"source": src, "out": report.out_dir, "dtype": args.dtype,
-            "files": report.weight_files, "parameters": report.num_parameters}
-  if args.verify:
-    result.update(hf_export.verify_export(report.out_dir, pre.config,
-                                          pre.params, pre.tokenizer,
-                                          args.dtype))
-    identical = result["params_identical"]
-    print(f"verify: re-imported params identical={identical}, tokenizer ids "
-          f"identical={result['tokenizer_identical']}, hidden-state max abs "
-          f"diff on {len(hf_export.PROBE_SENTENCES)} probe sentences="
-          f"{result['probe_max_abs_diff']:.3g}")
-    if not identical or not result["tokenizer_identical"]:
-      print("error: the export does not reproduce the source", file=sys.stderr)
-      return 1
-  print(f"done in {time.time() - t0:.1f}s. Load it with "
-        f"transformers.AutoModel.from_pretrained({report.out_dir!r})")
-  print(json.dumps(result))
-  return 0
-
+from bali_jax.eval.models import is_run_dir
+from bali_jax.export_command import cmd_export_hf
 
 def _init_distributed(args) -> None:
   """jax.distributed before any computation: explicit flags for localhost
@@ -120,40 +61,6 @@ def cmd_train(args) -> int:
   last = train_and_evaluate(cfg, args.workdir, functools.partial(
       evaluators, workdir=args.workdir))
   print(json.dumps({"workdir": os.path.abspath(args.workdir), **last}))
-  return 0
-
-
-def _export_run(args, workdir: str) -> int:
-  """Exports the BERT (+ MLM head) of a run's latest checkpoint."""
-  from bali_jax.hf import export as hf_export
-  bert_cfg, params, tok, step, cfg, _ = load_run(workdir)
-  print(f"restored step {step} of {workdir}")
-  report = hf_export.export_hf(bert_cfg, params, args.out, tok,
-                               dtype=args.dtype,
-                               max_shard_size=args.max_shard_size,
-                               overwrite=args.overwrite,
-                               model_cfg=cfg.model)
-  result = {"source": workdir, "step": step, "out": report.out_dir,
-            "files": report.weight_files,
-            "parameters": report.num_parameters,
-            "graph_encoder": report.graph_files}
-  print("graph encoder: " + (
-      f"{', '.join(report.graph_files)} (load with bali_jax.model.graph_io."
-      "load_graph_encoder)" if report.graph_files else
-      "none (graph_encoder=linear has no GNN)"))
-  if args.verify:
-    diff = hf_export.verify_export(
-        report.out_dir, bert_cfg, params, tok, exact=False,
-        scan_layers=bert_cfg.scan_layers)["probe_max_abs_diff"]
-    result["probe_max_abs_diff"] = diff
-    print(f"verify: hidden-state max abs diff on the probe sentences "
-          f"{diff:.3g}")
-    if args.dtype == "float32" and diff > 1e-5:
-      print("error: the export does not reproduce the checkpoint",
-            file=sys.stderr)
-      return 1
-  print(f"wrote {report.out_dir}")
-  print(json.dumps(result))
   return 0
 
 

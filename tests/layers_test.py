@@ -28,7 +28,7 @@ LAYERS = (
     ("eval", ("bali_jax.eval",)),
     ("finetune", ("bali_jax.finetune",)),
     ("bench", ("bali_jax.bench",)),
-    ("cli", ("bali_jax.cli", "bali_jax.__main__")),
+    ("cli", ("bali_jax.cli", "bali_jax.export_command", "bali_jax.__main__")),
 )
 DATA_PREP = "data_prep"  # beside the library: may import the base only
 
