@@ -143,7 +143,7 @@ def test_scores_on_a_bc5cdr_slice_match_transformers_numpy(starter_dir,
   others (every name of each)."""
   from bali_jax import open_data
   from bali_jax.eval import dictionary as dictionary_lib
-  from bali_jax.eval.encoder import Encoder
+  from bali_jax.eval.encoder import Encoder, PackShape
   from bali_jax.eval.models import load
   from bali_jax.eval.report import SearchOptions, dictionary_store, \
       score_model
@@ -169,7 +169,9 @@ def test_scores_on_a_bc5cdr_slice_match_transformers_numpy(starter_dir,
   assert len(sub.queries) == 30 and sum(q.hard for q in sub.queries) > 5
   assert sum(q.sentence is not None for q in sub.queries) > 20
   m = load("starter")
-  enc = Encoder(m.config, m.params, m.tokenizer, progress=False)
+  # one row per device: a call pads to 8 rows here, not the default 64
+  enc = Encoder(m.config, m.params, m.tokenizer, progress=False,
+                shape=PackShape(rows_per_device=1))
   opts = SearchOptions(str(tmp_path / "vectors"), 2 ** 19)
   with dictionary_store(enc, small, opts, len(sub.queries)) as (store, si):
     rows = score_model(enc, small, [sub], store, opts)

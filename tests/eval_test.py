@@ -14,7 +14,7 @@ import pytest
 from bali_jax.eval import dictionary as dlib
 from bali_jax.eval import linking, queries as qlib, report
 from tests import eval_fixtures as efx
-from tests.cli_runs import subprocess_env
+from tests.cli_runs import SHARED_STEP, subprocess_env
 
 
 def _dict(names_per_concept):
@@ -146,7 +146,7 @@ def _reference(starter_dir, d, qsets):
 
 
 def test_scores_match_transformers_numpy_reference(tmp_path, starter_dir):
-  from bali_jax.eval.encoder import Encoder
+  from bali_jax.eval.encoder import Encoder, PackShape
   from bali_jax.eval.models import load
   data = efx.write_eval_dataset(str(tmp_path / "ds"))
   rep = report.evaluate(["starter"], data_dir=data, progress=False,
@@ -157,7 +157,9 @@ def test_scores_match_transformers_numpy_reference(tmp_path, starter_dir):
   assert sum(q.hard for q in sets[0].queries) == 9  # 2 easy by design
   ref, ref_names = _reference(starter_dir, d, sets)
   m = load("starter")
-  enc = Encoder(m.config, m.params, m.tokenizer, progress=False)
+  # one row per device: a call pads to 8 rows here, not the default 64
+  enc = Encoder(m.config, m.params, m.tokenizer, progress=False,
+                shape=PackShape(rows_per_device=1))
   ours_names = enc.encode_strings(d.names)
   np.testing.assert_allclose(ours_names, ref_names, atol=1e-4)
   rows = {(r["queries"], r["representation"]): r for r in rep["results"]}
@@ -385,10 +387,14 @@ def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
 def test_ablation_runner_table(tiny_dataset, tmp_path, monkeypatch):
   from bali_jax.eval import ablation
   work = str(tmp_path / "abl")
+  # the suite's shared step (tests/cli_runs.SHARED_STEP): both variants
+  # load it from the session's compilation cache
+  shared = [f"{k}={v}" for k, v in SHARED_STEP.items()
+            if k.startswith("mesh_")]
   out = ablation.run_ablation(
-      tiny_dataset, work, config="tiny", steps=2,
-      variants={"authors": [], "seed_1": ["seed=1"]},  # one compiled step
-      extra=["eval_batches=1"])
+      tiny_dataset, work, config="tiny", steps=int(SHARED_STEP["steps"]),
+      variants={"authors": [], "seed_1": ["seed=1"]},
+      extra=["eval_batches=1", *shared])
   md = open(os.path.join(work, "ablation.md")).read()
   assert "| authors |" in md and "| seed_1 |" in md
   v = out["variants"]
@@ -399,14 +405,14 @@ def test_ablation_runner_table(tiny_dataset, tmp_path, monkeypatch):
   assert seeds == {"authors": 29, "seed_1": 1}  # the preset's, and 1
   assert v["seed_1"]["final_loss"] != v["authors"]["final_loss"]
   labels = [m["label"] for m in out["evaluate"]["models"]]
-  assert labels == ["authors@2", "seed_1@2"]
+  assert labels == ["authors@10", "seed_1@10"]
   # finished runs are not trained again
   def train(cmd, log):
     raise AssertionError(f"trained again: {cmd}")
   monkeypatch.setattr(ablation, "_train", train)
   again = ablation.run_ablation(
-      tiny_dataset, work, config="tiny", steps=2,
-      variants={"authors": []}, extra=["eval_batches=1"])
+      tiny_dataset, work, config="tiny", steps=int(SHARED_STEP["steps"]),
+      variants={"authors": []}, extra=["eval_batches=1", *shared])
   assert again["variants"]["authors"]["final_loss"] == \
       out["variants"]["authors"]["final_loss"]
 

@@ -101,7 +101,7 @@ def test_resume_refuses_another_config_and_allows_cadence(tiny_dataset,
                                                            tmp_path):
   wd = str(tmp_path / "run")
   handler = signal.getsignal(signal.SIGTERM)
-  train_and_evaluate(_cfg(tiny_dataset, steps=2, save_every=2), wd)
+  train_and_evaluate(_cfg(tiny_dataset, **SHARED_STEP), wd)  # cache hit
   # the run's SIGTERM handler is gone with it (forked children of this
   # process would inherit it: data_prep's pool hung on terminate)
   assert signal.getsignal(signal.SIGTERM) is handler
@@ -116,11 +116,11 @@ def test_resume_refuses_another_config_and_allows_cadence(tiny_dataset,
       "may change")[0]
   assert open(os.path.join(wd, "config.json")).read() == saved  # untouched
   # length, cadence, logging and the mesh may change: it resumes
-  last = train_and_evaluate(_cfg(tiny_dataset, steps=3, save_every=3,
+  last = train_and_evaluate(_cfg(tiny_dataset, steps=12, save_every=12,
                                  log_every=3, mesh_data=4,
                                  mesh_fsdp=2), wd)
   assert np.isfinite(last["loss"])
-  assert Checkpointer(os.path.join(wd, "checkpoints")).latest_step() == 3
+  assert Checkpointer(os.path.join(wd, "checkpoints")).latest_step() == 12
   # other data under the same path is refused too
   spec = json.load(open(os.path.join(wd, "dataset_spec.json")))
   resolved = configs.from_dict(json.loads(saved))  # as the run resolved it
