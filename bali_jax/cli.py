@@ -169,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
                  help="replace OUT if it exists (atomically)")
   e.add_argument("--no-verify", dest="verify", action="store_false",
                  help="skip re-importing the export and comparing")
+  e.add_argument("--eval-report", action="append", default=None,
+                 help="an `evaluate` JSON report for the model card "
+                 "(repeatable; default: the run's own eval_el.json)")
+  e.add_argument("--base-model", default=None,
+                 help="Hub id of the starting BERT for the model card "
+                 "(found for `starter` and Hub cache paths)")
+  e.add_argument("--license", default=None,
+                 help="licence in the model card (default: the starting "
+                 "BERT's own card's)")
   e.set_defaults(func=cmd_export_hf)
   v = sub.add_parser("evaluate", help="zero-shot entity linking (SapBERT "
                      "protocol), several models side by side")

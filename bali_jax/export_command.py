@@ -5,10 +5,13 @@ through our Flax model, verified on the way)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
+from bali_jax import storage
 from bali_jax.eval.models import is_hf_dir, is_run_dir, load_run
+from bali_jax.hf import model_card
 
 
 def cmd_export_hf(args) -> int:
@@ -34,10 +37,15 @@ def cmd_export_hf(args) -> int:
   print(f"  {pre.config.num_hidden_layers} layers, d={pre.config.hidden_size},"
         f" {n_params:,} parameters, pooler={pre.has_pooler}, "
         f"mlm_head={pre.has_mlm_head}")
+  base, lic = model_card.describe_base(src, args.source, args.base_model)
+  card = model_card.render(model_card.CardInputs(
+      base_model=base, license=args.license or lic,
+      architecture=_architecture(pre.config, pre.params),
+      evaluations=_evaluations(args.eval_report or [], src, None)))
   report = hf_export.export_hf(pre.config, pre.params, args.out,
                                pre.tokenizer, dtype=args.dtype,
                                max_shard_size=args.max_shard_size,
-                               overwrite=args.overwrite)
+                               overwrite=args.overwrite, model_card=card)
   print(f"wrote {report.out_dir}: {', '.join(report.weight_files)} "
         f"({report.total_bytes / 1e6:.1f} MB, {report.num_tensors} tensors, "
         f"{args.dtype}, architectures {report.architectures})")
@@ -80,7 +88,9 @@ def _export_run(args, workdir: str) -> int:
                                dtype=args.dtype,
                                max_shard_size=args.max_shard_size,
                                overwrite=args.overwrite,
-                               model_cfg=cfg.model)
+                               model_cfg=cfg.model,
+                               model_card=_run_card(args, workdir, bert_cfg,
+                                                    params, step, cfg))
   result = {"source": workdir, "step": step, "out": report.out_dir,
             "files": report.weight_files,
             "parameters": report.num_parameters,
@@ -103,3 +113,62 @@ def _export_run(args, workdir: str) -> int:
   print(f"wrote {report.out_dir}")
   print(json.dumps(result))
   return 0
+
+
+def _architecture(config, params) -> dict:
+  import jax
+  return {"layers": config.num_hidden_layers, "hidden": config.hidden_size,
+          "heads": config.num_attention_heads,
+          "parameters": int(sum(x.size for x in
+                                jax.tree.leaves(params["bert"])))}
+
+
+def _run_card(args, workdir: str, bert_cfg, params, step: int, cfg) -> str:
+  """The card of a run's export: its starting BERT, data card, resolved
+  config, step, evaluation reports (the run's own eval_el.json unless
+  --eval-report names others) and graph encoder files."""
+  from bali_jax import open_data
+  from bali_jax.model import graph_io
+  init = cfg.init_from
+  base, lic = model_card.describe_base(
+      open_data.resolve_model_dir(init) if init else None, init,
+      args.base_model)
+  data_card = storage.join(cfg.data_dir, "data_card.json")
+  own = storage.join(workdir, "eval_el.json")
+  reports = args.eval_report or ([own] if storage.exists(own) else [])
+  return model_card.render(model_card.CardInputs(
+      base_model=base, license=args.license or lic,
+      architecture=_architecture(bert_cfg, params), step=step,
+      config=json.loads(storage.read_text(storage.join(workdir,
+                                                       "config.json"))),
+      data_card=(json.loads(storage.read_text(data_card))
+                 if storage.exists(data_card) else None),
+      evaluations=_evaluations(reports, workdir, step),
+      graph_files=([graph_io.WEIGHTS, graph_io.CONFIG]
+                   if cfg.model.graph_encoder != "linear" and
+                   params.get("gnn") is not None else []),
+      pooling=cfg.model.name_pooling))
+
+
+def _evaluations(paths: list[str], source: str, step: int | None
+                 ) -> list[tuple[str, str]]:
+  """(title, markdown table) of each `evaluate` report; a report of this
+  run at another step than the exported one says so."""
+  from bali_jax.eval import report as el_report
+  out = []
+  for path in paths:
+    try:
+      rep = json.loads(storage.read_text(path))
+      table = el_report.to_markdown(rep)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"--eval-report {path}: not an `evaluate` report "
+                       f"({type(e).__name__}: {e})") from e
+    title = ", ".join(q["name"] for q in rep["query_sets"])
+    stale = [m["step"] for m in rep["models"] if step is not None and
+             m.get("step") not in (None, step) and
+             os.path.abspath(m.get("source", "")) == os.path.abspath(source)]
+    if stale:
+      table = (f"Evaluated at step {stale[0]}; this export is step "
+               f"{step}.\n\n{table}")
+    out.append((title, table))
+  return out

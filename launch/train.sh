@@ -87,8 +87,7 @@ case "$mode" in
     fi
     start=$SECONDS
     run "${train[@]}"
-    run "$py" -m bali_jax export-hf --source "$workdir" --out "$workdir/hf" \
-        --overwrite
+    reports=()
     if [[ $do_eval == 1 ]]; then
       # before (the run's starting BERT, if any) vs after, zero-shot linking
       before=()
@@ -98,7 +97,11 @@ case "$mode" in
       [[ -n "$init" ]] && before=(--model "$init")
       run "$py" -m bali_jax evaluate "${before[@]}" --model "$workdir" \
           --data "$data_dir" --out "$workdir/eval_el_before_after.json"
+      reports=(--eval-report "$workdir/eval_el_before_after.json")
     fi
+    # after evaluate: the model card carries its table
+    run "$py" -m bali_jax export-hf --source "$workdir" --out "$workdir/hf" \
+        --overwrite "${reports[@]}"
     echo "data:        $data_dir (DATA_CARD.md inside)"
     echo "run:         $workdir (config.json, metrics.jsonl, metrics.png,"\
          "tensorboard/, checkpoints/, eval_el.json)"

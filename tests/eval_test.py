@@ -381,6 +381,24 @@ def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
   assert abs(row["mrr"] - el[4]["eval_el_mrr"]) < 1e-6
   saved = json.load(open(os.path.join(run, "eval_el.json")))
   assert saved["models"][0]["step"] == 4
+  # the export's model card carries that table, the data card, the config
+  from bali_jax.cli import main
+  from huggingface_hub import ModelCard
+  import transformers
+  hf = os.path.join(str(tmp_path), "hf")
+  assert main(["export-hf", "--source", run, "--out", hf, "--no-verify",
+               "--base-model", "org/base", "--license", "mit"]) == 0
+  card = ModelCard.load(os.path.join(hf, "README.md"))
+  data_card = json.load(open(os.path.join(tiny_dataset, "data_card.json")))
+  assert card.data.base_model == "org/base" and card.data.license == "mit"
+  assert card.data.library_name == "transformers"
+  assert card.data.datasets == [s["name"] for s in data_card["sources"]]
+  assert "4 steps" in card.text and '"el_eval_every": 2' in card.text
+  ci = row["acc@1_ci"]
+  assert f"{100 * row['acc@1']:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" \
+      in card.text
+  assert "graph_encoder.safetensors" in card.text
+  transformers.AutoModel.from_pretrained(hf)  # the card is beside weights
 
 
 @pytest.mark.slow(seconds=100)

@@ -202,3 +202,32 @@ def test_parse_size():
   assert hf_export.parse_size("1GiB") == 2 ** 30
   with pytest.raises(ValueError):
     hf_export.parse_size("lots")
+
+
+def test_model_card_names_its_base_and_licence(tmp_path, starter_dir):
+  """The starter's Hub id and its own card's licence; a Hub cache path's
+  id; a directory with no card: no id, licence unknown. The rendered card
+  parses back with huggingface_hub, metadata and sections alike."""
+  from huggingface_hub import ModelCard
+  from bali_jax.hf import model_card
+  assert model_card.describe_base(starter_dir, "starter") == (
+      model_card.STARTER_HUB_ID, "apache-2.0")
+  snap = tmp_path / "models--dmis-lab--biobert-v1.1" / "snapshots" / "abc"
+  snap.mkdir(parents=True)
+  assert model_card.describe_base(str(snap)) == ("dmis-lab/biobert-v1.1",
+                                                 "unknown")
+  assert model_card.describe_base(str(snap), hub_id="a/b") == ("a/b",
+                                                               "unknown")
+  text = model_card.render(model_card.CardInputs(
+      base_model="dmis-lab/biobert-v1.1", license="apache-2.0",
+      architecture={"layers": 2, "hidden": 32, "heads": 4,
+                    "parameters": 1234}, step=7, config={"steps": 7},
+      evaluations=[("synonyms", "| a | b |\n|---|---|\n| 1 | 2 |")],
+      pooling="cls"))
+  (tmp_path / "README.md").write_text(text)
+  card = ModelCard.load(tmp_path / "README.md")
+  assert card.data.base_model == "dmis-lab/biobert-v1.1"
+  assert "bali" in card.data.tags and card.data.datasets is None
+  assert "7 steps" in card.text and "### synonyms" in card.text
+  assert "last_hidden_state[:, 0]" in card.text  # the run's pooling
+  assert "Not recorded" in card.text  # no data card given

@@ -131,6 +131,12 @@ def test_cli_export_hf(hf_dir, tmp_path):
   result = json.loads(run.stdout.strip().splitlines()[-1])
   assert result["params_identical"] and result["tokenizer_identical"]
   assert os.path.exists(out / "model.safetensors")
+  # a model card: a converted model, no training, licence not known
+  from huggingface_hub import ModelCard
+  card = ModelCard.load(out / "README.md")
+  assert card.data.library_name == "transformers"
+  assert card.data.license == "unknown" and card.data.base_model is None
+  assert "no training" in card.text and "AutoModel.from_pretrained" in card.text
   # bad input: a clear one-line error, exit code 2, nothing written
   _rewrite(hf_dir / "model.safetensors",
            lambda t: t.pop("bert.embeddings.LayerNorm.bias"))

@@ -132,7 +132,8 @@ def export_hf(config: BertConfig, params: dict[str, Any], out_dir: str,
               tokenizer, dtype: str = "float32",
               max_shard_size: str | int = DEFAULT_MAX_SHARD,
               overwrite: bool = False, progress: bool = True,
-              model_cfg=None, task_head: dict | None = None) -> ExportReport:
+              model_cfg=None, task_head: dict | None = None,
+              model_card: str | None = None) -> ExportReport:
   """Writes an HF BERT directory atomically.
 
   Args:
@@ -149,6 +150,8 @@ def export_hf(config: BertConfig, params: dict[str, Any], out_dir: str,
       graph encoder is saved beside the BERT (model/graph_io.py).
     task_head: a fine-tuned task model's head (`export_task_model`):
       {"state": {HF name: array}, "architectures": [...], "config": {...}}.
+    model_card: the README.md to write (`hf/model_card.py`), inside the
+      same atomic rename as the weights.
   """
   out_dir = os.path.abspath(os.fspath(out_dir))
   if os.path.exists(out_dir) and not overwrite:
@@ -176,6 +179,9 @@ def export_hf(config: BertConfig, params: dict[str, Any], out_dir: str,
       json.dump(cfg, f, indent=2)
       f.write("\n")
     save_tokenizer(tokenizer, tmp)
+    if model_card is not None:
+      with open(os.path.join(tmp, "README.md"), "w") as f:
+        f.write(model_card)
     graph_files = []
     if model_cfg is not None:
       from bali_jax.model.graph_io import save_graph_encoder
