@@ -11,7 +11,6 @@ import time
 
 from bali_jax import storage
 from bali_jax.eval.models import is_hf_dir, is_run_dir, load_run
-from bali_jax.hf import model_card
 
 
 def cmd_export_hf(args) -> int:
@@ -37,6 +36,7 @@ def cmd_export_hf(args) -> int:
   print(f"  {pre.config.num_hidden_layers} layers, d={pre.config.hidden_size},"
         f" {n_params:,} parameters, pooler={pre.has_pooler}, "
         f"mlm_head={pre.has_mlm_head}")
+  from bali_jax.hf import model_card  # huggingface_hub: only when exporting
   base, lic = model_card.describe_base(src, args.source, args.base_model)
   card = model_card.render(model_card.CardInputs(
       base_model=base, license=args.license or lic,
@@ -128,6 +128,7 @@ def _run_card(args, workdir: str, bert_cfg, params, step: int, cfg) -> str:
   config, step, evaluation reports (the run's own eval_el.json unless
   --eval-report names others) and graph encoder files."""
   from bali_jax import open_data
+  from bali_jax.hf import model_card
   from bali_jax.model import graph_io
   init = cfg.init_from
   base, lic = model_card.describe_base(
