@@ -82,9 +82,11 @@ def cmd_evaluate(args) -> int:
   if args.bootstrap < 0:
     raise ValueError(f"--bootstrap {args.bootstrap}: resamples must be >= 0 "
                      "(0: no intervals)")
-  opts = report_lib.SearchOptions(args.vectors_dir,
-                                  search.parse_bytes(args.memory_budget),
-                                  args.vector_dtype)
+  from bali_jax.eval import vector_cache
+  opts = report_lib.SearchOptions(
+      args.vectors_dir, search.parse_bytes(args.memory_budget),
+      args.vector_dtype, (args.cache_dir or vector_cache.cache_root())
+      if args.cache else None)
   rep = report_lib.evaluate(
       args.model, data_dir=args.data, kg=args.kg, corpus=args.corpus,
       corpus_format=args.corpus_format, restrict=args.restrict,
@@ -97,6 +99,12 @@ def cmd_evaluate(args) -> int:
       print(f"warning: {qs['name']}: skipped {info['count']} ({reason}); "
             f"first: {info['first']}", file=sys.stderr)
   print(report_lib.to_markdown(rep))
+  for m in rep["models"]:
+    cache = m["search"].get("cache")
+    if cache:
+      print(f"{m['label']}: dictionary vectors "
+            + ("read from" if cache["hit"] else "cached in")
+            + f" {cache['directory']} (--no-cache to skip)")
   print(f"evaluated {len(args.model)} model(s) in {rep['seconds']} s"
         + (f"; JSON report: {args.out}" if args.out else ""))
   return 0
@@ -223,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
   v.add_argument("--vector-dtype", choices=("float32", "bfloat16"),
                  default="float32", help="name vectors as stored (bfloat16 "
                  "halves the disk and the reads)")
+  v.add_argument("--cache-dir", default=None,
+                 help="the name-vector cache of models that are not runs "
+                 "(default: $BALI_JAX_CACHE, $XDG_CACHE_HOME/bali_jax or "
+                 "~/.cache/bali_jax)")
+  v.add_argument("--no-cache", dest="cache", action="store_false",
+                 help="encode every dictionary again, read and write no "
+                 "cache")
   v.add_argument("--num-cpu-devices", type=int, default=0,
                  help="fake CPU devices for this process")
   v.set_defaults(func=cmd_evaluate)
@@ -285,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help="queries (with --data: a seeded sample; 0 = all)")
   s.add_argument("--no-compare", dest="compare", action="store_false",
                  help="with --data: skip the in-memory ranking")
+  s.add_argument("--compare-torch", action="store_true",
+                 help="with --data: encode the same names with PyTorch "
+                 "transformers too (same pooling and batching; "
+                 "requirements-bench.txt) and report both names/s")
   s.add_argument("--memory-budget", default="4GiB")
   s.add_argument("--vector-dtype", choices=("float32", "bfloat16"),
                  default="float32")

@@ -2,6 +2,7 @@
 transformers + NumPy reference, held-out synonyms never reach the records,
 bad corpora, the CLI and the in-training curve."""
 
+import dataclasses
 import functools
 import json
 import os
@@ -374,7 +375,11 @@ def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
   assert sorted(el) == [2, 4]
   assert el[4]["eval_el_queries"] >= 1
   assert os.path.exists(os.path.join(run, "metrics.png"))
-  rep = report.evaluate([run], data_dir=tiny_dataset, progress=False)
+  cache = str(tmp_path / "cache")  # a run's weights change: never cached
+  rep = report.evaluate([run], data_dir=tiny_dataset, progress=False,
+                        search_options=report.SearchOptions(cache=cache))
+  assert rep["models"][0]["search"]["cache"] is None
+  assert not os.path.exists(cache)
   row = next(r for r in rep["results"] if r["queries"] ==
              "heldout_synonyms" and r["representation"] == "string")
   assert abs(row["acc@1"] - el[4]["eval_el_acc@1"]) < 1e-6
@@ -453,3 +458,82 @@ def test_dictionary_from_kg_with_alt_ids_and_replaced_terms(tmp_path):
   assert qlib.map_id("HP:1234567", d) is None
   with pytest.raises(FileNotFoundError, match="no such file"):
     dlib.from_kg(str(tmp_path / "missing.obo"))
+
+
+# ------------------------------------------------------------ vector cache
+def _tiny_hf_bert(out: str, seed: int) -> str:
+  """A 2-layer BERT with the starter's tokenizer as an HF directory: a
+  model that is not a run, encoded in a blink."""
+  import jax
+  from bali_jax.hf import export as hf_export
+  from bali_jax.hf.tokenizer import load_tokenizer
+  from bali_jax.model.bert import init_params
+  from bali_jax.model.config import BertConfig
+  from bali_jax.open_data import starter_model_dir
+  cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                   num_attention_heads=4, intermediate_size=64,
+                   max_position_embeddings=64)
+  hf_export.export_hf(cfg, init_params(cfg, jax.random.key(seed),
+                                       mlm_head=False), out,
+                      load_tokenizer(starter_model_dir()), progress=False)
+  return out
+
+
+def test_dictionary_vectors_cache_hits_and_invalidates(tmp_path,
+                                                       monkeypatch):
+  """Once encoded, a model's dictionary vectors are read back, not encoded
+  again, with the same scores; other weights or another dictionary are
+  other entries; a training run and --vectors-dir never touch the cache."""
+  import shutil
+  from bali_jax.eval import name_store
+  data = efx.write_eval_dataset(str(tmp_path / "ds"))
+  model = _tiny_hf_bert(str(tmp_path / "m0"), 0)
+  opts = report.SearchOptions(cache=str(tmp_path / "cache"))
+  run = lambda m=model, ds=data: report.evaluate(
+      [m], data_dir=ds, progress=False, search_options=opts, resamples=0)
+  first = run()
+  cache = first["models"][0]["search"]["cache"]
+  assert cache["hit"] is False
+  assert os.path.exists(os.path.join(cache["directory"], "index.json"))
+
+  def no_encoding(*a, **k):
+    raise AssertionError("encoded again")
+  monkeypatch.setattr(name_store, "write", no_encoding)
+  again = run()
+  assert again["models"][0]["search"]["cache"] == {**cache, "hit": True}
+  assert again["models"][0]["search"]["encoding"]["names"] == 0
+  scores = lambda rep: [{k: v for k, v in r.items() if k != "seconds"}
+                        for r in rep["results"]]
+  assert scores(again) == scores(first)
+  monkeypatch.undo()
+  # other weights, other names: other entries, encoded
+  other = run(_tiny_hf_bert(str(tmp_path / "m1"), 1))["models"][0]
+  more = str(tmp_path / "ds2")
+  shutil.copytree(data, more)
+  lines = open(os.path.join(more, "names.tsv")).read().splitlines()
+  lines[-1] = lines[-1].split("\t")[0] + "\ta name spelled otherwise"
+  with open(os.path.join(more, "names.tsv"), "w") as f:
+    f.write("\n".join(lines) + "\n")  # as many names, one of them new
+  grown = run(model, more)["models"][0]
+  for m in (other, grown):
+    assert m["search"]["cache"]["hit"] is False
+  assert len({cache["directory"], other["search"]["cache"]["directory"],
+              grown["search"]["cache"]["directory"]}) == 3
+  # --vectors-dir: the vectors go there, not to the cache
+  kept = str(tmp_path / "kept")
+  rep = report.evaluate([model], data_dir=data, progress=False,
+                        resamples=0, search_options=dataclasses.replace(
+                            opts, directory=kept))
+  assert rep["models"][0]["search"]["cache"] is None
+  assert scores(rep) == scores(first)
+  # what the cache holds is what encoding writes, bit for bit
+  store = name_store.NameStore(**{
+      k: v for k, v in json.load(open(os.path.join(
+          cache["directory"], "index.json"))).items() if k != "num_shards"},
+      directory=cache["directory"])
+  fresh = rep["models"][0]["search"]["vectors"]["directory"]
+  assert store.num_shards == len([f for f in os.listdir(fresh)
+                                  if f.startswith("shard-")])
+  for i in range(store.num_shards):
+    np.testing.assert_array_equal(
+        store.read(i), np.load(os.path.join(fresh, f"shard-{i:05d}.npy")))

@@ -29,6 +29,7 @@ import numpy as np
 from bali_jax import storage
 from bali_jax.eval import dictionary as dictionary_lib
 from bali_jax.eval import intervals, linking, queries as queries_lib, search
+from bali_jax.eval import vector_cache
 from bali_jax.eval.encoder import Encoder
 
 DEFAULT_BUDGET = "4GiB"
@@ -38,10 +39,13 @@ DEFAULT_BUDGET = "4GiB"
 class SearchOptions:
   """Where the dictionary's name vectors go and how they are searched
   (search.py): `directory` None is a temporary local directory (one
-  process); `budget` in bytes; `dtype` float32 or bfloat16."""
+  process), or the cache entry; `budget` in bytes; `dtype` float32 or
+  bfloat16; `cache` the vector cache's root (vector_cache.py) for models
+  that are not training runs, None for none."""
   directory: str | None = None
   budget: int = search.parse_bytes(DEFAULT_BUDGET)
   dtype: str = "float32"
+  cache: str | None = None
 
 
 def load_dictionary(data_dir: str | None, kg: str | None,
@@ -96,24 +100,35 @@ def model_encoder(m, progress: bool = True) -> Encoder:
 def dictionary_store(enc: Encoder, d, opts: SearchOptions,
                      num_queries: int):
   """Encodes every unique dictionary name into shards (each process its
-  slice); yields (store, info for the report). A temporary directory is
-  removed afterwards."""
-  directory, tmp = opts.directory, None
+  slice), or finds them in the cache; yields (store, info for the
+  report). A temporary directory is removed afterwards."""
+  p = search.plan(opts.budget, len(d.names), d.num_concepts,
+                  len(d.pair_name), enc.dim, opts.dtype, num_queries)
+  directory, tmp, cached = opts.directory, None, None
+  if directory is None and opts.cache and jax.process_count() == 1:
+    directory = vector_cache.entry(opts.cache, vector_cache.key(
+        enc, d.names, opts.dtype, p.shard_rows))
+    cached = vector_cache.load(directory)
   if directory is None:
     if jax.process_count() > 1:
       raise ValueError("with several processes the name vectors need a "
                        "directory every process sees (--vectors-dir)")
     directory = tmp = tempfile.mkdtemp(prefix="bali-name-vectors-")
   try:
-    store, stats, p = search.build_store(
-        directory, d.names, lambda s: enc.encode_strings(
-            s, desc="dictionary names"), enc.dim, d.num_concepts,
-        len(d.pair_name), opts.budget, opts.dtype, num_queries)
+    if cached is not None:  # the same weights, tokenizer and names
+      store, stats = cached, {"names": 0, "seconds": 0.0, "cached": True}
+    else:
+      store, stats, p = search.build_store(
+          directory, d.names, lambda s: enc.encode_strings(
+              s, desc="dictionary names"), enc.dim, d.num_concepts,
+          len(d.pair_name), opts.budget, opts.dtype, num_queries)
     yield store, {"vectors": {**store.to_dict(), "directory": None if tmp
                               else directory},
                   "encoding": stats, "memory_budget": p.budget,
                   "query_block": p.query_block,
-                  "memory_estimate": p.estimate}
+                  "memory_estimate": p.estimate,
+                  "cache": None if opts.directory or tmp else {
+                      "directory": directory, "hit": cached is not None}}
   finally:
     if tmp:
       shutil.rmtree(tmp, ignore_errors=True)
@@ -258,10 +273,14 @@ def score_model(enc: Encoder, d, sets, store,
   return rows
 
 
-def _model_options(opts: SearchOptions, label: str) -> SearchOptions:
-  """Each model's vectors in their own subdirectory of --vectors-dir."""
+def _model_options(opts: SearchOptions, m) -> SearchOptions:
+  """Each model's vectors in their own subdirectory of --vectors-dir; a
+  training run's never in the cache (its weights change every step)."""
+  if m.run_dir:
+    opts = dataclasses.replace(opts, cache=None)
   if opts.directory is None:
     return opts
+  label = m.label
   return dataclasses.replace(opts, directory=storage.join(
       opts.directory, re.sub(r"[^A-Za-z0-9_.@-]+", "_", label)))
 
@@ -302,7 +321,7 @@ def evaluate(models: list[str], *, data_dir=None, kg=None, corpus=None,
     m = load(src)
     label_of[src] = m.label
     enc = model_encoder(m, progress)
-    opts = _model_options(search_options, m.label)
+    opts = _model_options(search_options, m)
     with dictionary_store(enc, d, opts, max(len(qs.queries)
                                             for qs in sets)) as (store, si):
       rows = score_model(enc, d, sets, store, opts)
