@@ -232,3 +232,28 @@ def test_peak_table_takes_the_longest_prefix_and_cpu_is_measured():
       host / jax.local_device_count())
   assert peak.peak_tflops_per_device(
       cfg.replace(peak_tflops_per_device=2.5)) == 2.5
+
+
+def test_bench_search_encodes_the_names_as_transformers_does(tmp_path,
+                                                             capsys):
+  """`bench-search --data --compare-torch`: the same dictionary encoded by
+  PyTorch transformers (same pooling, length-sorted batches of our token
+  budget) gives our vectors (1e-4) and both rates are reported."""
+  pytest.importorskip("torch")
+  from bali_jax.cli import main
+  from tests import eval_fixtures as efx
+  data = efx.write_eval_dataset(str(tmp_path / "ds"))
+  out = tmp_path / "search.json"
+  assert main(["bench-search", "--data", data, "--model", "starter",
+               "--queries", "0", "--compare-torch", "--out", str(out)]) == 0
+  r = json.load(open(out))
+  t = r["torch_encoding"]
+  assert t["names"] == r["names"] == r["encoding"]["names"]
+  assert t["max_abs_diff_vs_ours"] < 1e-4, t
+  assert t["names_per_s"] > 0 and r["encoding"]["names_per_s"] > 0
+  assert t["batches"] >= 1 and 0 <= t["pad_fraction"] < 1
+  capsys.readouterr()
+  assert main(["bench-search", "--data", data, "--model", str(tmp_path),
+               "--queries", "0", "--compare-torch"]) == 2
+  assert "--compare-torch needs --model as a Hugging Face directory" in \
+      capsys.readouterr().err

@@ -117,6 +117,7 @@ def bench_data(args, directory: str) -> dict:
   from bali_jax.eval import queries as queries_lib
   from bali_jax.eval.models import load
   from bali_jax.eval.report import model_encoder
+  torch_dir = _torch_model_dir(args.model) if args.compare_torch else None
   d = dictionary_lib.from_dataset(args.data)
   qs = queries_lib.heldout_synonyms(args.data, d, args.queries or None)
   m = load(args.model)
@@ -135,13 +136,40 @@ def bench_data(args, directory: str) -> dict:
          "queries": len(q), "plan": p.__dict__, "store": store.to_dict(),
          "disk_bytes": _disk_bytes(directory), "encoding": stats,
          "search_s": round(search_s, 2)}
-  if args.compare:
+  if args.compare or args.compare_torch:
     names = np.concatenate([store.read(i) for i in range(
         store.num_shards)]).astype(np.float32)
+  if args.compare:
     mem = linking.gold_ranks(q, names, d.pair_name, d.pair_concept, gold,
                              d.num_concepts)
     out["in_memory_agreement"] = _compare(streamed, mem, q, names, d, gold)
+  if args.compare_torch:
+    out["torch_encoding"] = _torch_encoding(torch_dir, m, enc, d.names,
+                                            names)
   return out
+
+
+def _torch_model_dir(source: str) -> str:
+  from bali_jax import open_data
+  from bali_jax.eval.models import is_hf_dir
+  model_dir = open_data.resolve_model_dir(source)
+  if not is_hf_dir(model_dir):
+    raise ValueError(f"--compare-torch needs --model as a Hugging Face "
+                     f"directory or `starter` ({source} is not: export it "
+                     "with export-hf first)")
+  return model_dir
+
+
+def _torch_encoding(model_dir: str, m, enc, strings, ours) -> dict:
+  """The dictionary encoded by PyTorch transformers as ours is encoded
+  (bench/torch_names.py): its names/s and how far its vectors are."""
+  from bali_jax.bench.torch_names import encode_names
+  shape = enc.name_shape  # the tokens of one of our name batches
+  budget = shape.rows_per_device * enc.mesh.size * shape.row_len
+  theirs, stats = encode_names(model_dir, strings, m.pooling,
+                               m.max_name_tokens, budget)
+  return {**stats, "tokens_per_batch": budget,
+          "max_abs_diff_vs_ours": float(np.abs(theirs - ours).max())}
 
 
 def main(args) -> int:
