@@ -397,7 +397,8 @@ def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
   data_card = json.load(open(os.path.join(tiny_dataset, "data_card.json")))
   assert card.data.base_model == "org/base" and card.data.license == "mit"
   assert card.data.library_name == "transformers"
-  assert card.data.datasets == [s["name"] for s in data_card["sources"]]
+  assert card.data.datasets == list(dict.fromkeys(  # once each
+      s["name"] for s in data_card["sources"]))
   assert "4 steps" in card.text and '"el_eval_every": 2' in card.text
   ci = row["acc@1_ci"]
   assert f"{100 * row['acc@1']:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" \

@@ -72,7 +72,7 @@ def _metadata(c: CardInputs) -> ModelCardData:
   return ModelCardData(
       base_model=c.base_model, library_name="transformers",
       license=c.license, language="en", tags=list(TAGS),
-      datasets=[s["name"] for s in sources] or None,
+      datasets=list(dict.fromkeys(s["name"] for s in sources)) or None,
       pipeline_tag="feature-extraction")
 
 
