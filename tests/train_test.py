@@ -265,6 +265,37 @@ def _commands(stdout):
           if l.startswith("+ ")]
 
 
+def test_launch_local_dry_run_evaluates_then_exports_with_the_tables(
+    tmp_path):
+  """The main job: train, both before/after tables (the dataset's held-out
+  sets, BC5CDR-disease test) with one CPU device per core, then the export
+  whose model card carries both reports."""
+  data = tmp_path / "data"
+  data.mkdir()
+  (data / "bali_dataset.json").write_text("{}")  # built: no data_prep
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text('{"init_from": "starter"}')
+  job, _ = _launch("--dry-run", "--workdir", str(run), "--data-dir",
+                   str(data))
+  assert job.returncode == 0, job.stderr
+  cmds = _commands(job.stdout)
+  verbs = [c[c.index("-m") + 2] for c in cmds if "-m" in c]
+  assert verbs == ["train", "evaluate", "evaluate", "export-hf"]
+  ev = [c for c in cmds if "evaluate" in c]
+  for c in ev:
+    assert c[c.index("--num-cpu-devices") + 1] == str(
+        len(os.sched_getaffinity(0)))  # what nproc counts
+    assert [c[i + 1] for i, x in enumerate(c) if x == "--model"] == [
+        "starter", str(run)]
+  assert ev[0][ev[0].index("--data") + 1] == str(data)
+  assert ev[1][ev[1].index("--benchmark") + 1] == "bc5cdr-disease"
+  assert ev[1][ev[1].index("--split") + 1] == "test"
+  reports = [c[i + 1] for c in cmds for i, x in enumerate(c)
+             if x == "--eval-report"]
+  assert reports == [c[c.index("--out") + 1] for c in ev]
+
+
 def test_launch_tpu_pod_dry_run_uses_the_workers_paths():
   pod, root = _launch("--mode", "tpu-pod", "--tpu", "p", "--zone", "z",
                       "--dry-run", "--workdir", "gs://b/run", "--data-dir",
