@@ -17,8 +17,6 @@ def cmd_export_hf(args) -> int:
   import jax
   from bali_jax import open_data
   from bali_jax.hf import export as hf_export, importer as hf_import
-
-  from bali_jax import storage
   src = open_data.resolve_model_dir(args.source)
   if not storage.isdir(src):
     raise FileNotFoundError(f"--source {src}: no such directory")

@@ -528,10 +528,7 @@ def test_dictionary_vectors_cache_hits_and_invalidates(tmp_path,
   assert rep["models"][0]["search"]["cache"] is None
   assert scores(rep) == scores(first)
   # what the cache holds is what encoding writes, bit for bit
-  store = name_store.NameStore(**{
-      k: v for k, v in json.load(open(os.path.join(
-          cache["directory"], "index.json"))).items() if k != "num_shards"},
-      directory=cache["directory"])
+  store = name_store.load(cache["directory"])
   fresh = rep["models"][0]["search"]["vectors"]["directory"]
   assert store.num_shards == len([f for f in os.listdir(fresh)
                                   if f.startswith("shard-")])

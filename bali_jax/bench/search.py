@@ -164,8 +164,8 @@ def _torch_encoding(model_dir: str, m, enc, strings, ours) -> dict:
   """The dictionary encoded by PyTorch transformers as ours is encoded
   (bench/torch_names.py): its names/s and how far its vectors are."""
   from bali_jax.bench.torch_names import encode_names
-  shape = enc.name_shape  # the tokens of one of our name batches
-  budget = shape.rows_per_device * enc.mesh.size * shape.row_len
+  # the tokens of one of our name batches
+  budget = enc.rows_per_call(enc.name_shape) * enc.name_shape.row_len
   theirs, stats = encode_names(model_dir, strings, m.pooling,
                                m.max_name_tokens, budget)
   return {**stats, "tokens_per_batch": budget,

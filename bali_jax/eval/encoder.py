@@ -140,7 +140,6 @@ class Encoder:
     _pool_positions(1, pooling)  # validates
     devices = np.asarray(jax.local_devices())
     self.mesh = Mesh(devices, ("data",))
-    self.rows = shape.rows_per_device * len(devices)
     # names in their own, shorter rows: a second compiled shape
     self.name_shape = name_shape(shape, max_name_tokens)
     row = NamedSharding(self.mesh, P("data"))
@@ -164,6 +163,10 @@ class Encoder:
     """New weights of the same model (no recompilation)."""
     self.params = jax.device_put(params, self._replicated)
 
+  def rows_per_call(self, shape: PackShape) -> int:
+    """Rows of one jitted call in `shape`: every local device's."""
+    return shape.rows_per_device * self.mesh.size
+
   def _run(self, items: list[Item], desc: str,
            shape: PackShape | None = None) -> np.ndarray:
     """(number of outputs, D) float32 unit vectors, in item order."""
@@ -172,7 +175,7 @@ class Encoder:
     shape = shape or self.shape
     rows, where = pack(items, shape)
     n = len(rows["ids"])
-    per_call = shape.rows_per_device * self.mesh.size
+    per_call = self.rows_per_call(shape)
     pooled = np.zeros((n, shape.max_outputs, self.dim), np.float32)
     steps = range(0, n, per_call)
     for s in tqdm(steps, desc=desc, unit="batch", disable=not self.progress,

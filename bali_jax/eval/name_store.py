@@ -130,6 +130,17 @@ def write(directory: str, names: list[str], encode, dim: int,
                  "names_per_s": round(mine / max(seconds, 1e-9), 1)}
 
 
+def load(directory: str) -> NameStore | None:
+  """The complete store in `directory` (its `index.json`, written last),
+  or None: absent or unfinished."""
+  index = storage.join(directory, "index.json")
+  if not storage.exists(index):
+    return None
+  meta = json.loads(storage.read_text(index))
+  return NameStore(directory, meta["num_names"], meta["dim"],
+                   meta["shard_rows"], meta["dtype"])
+
+
 def from_array(directory: str, vectors: np.ndarray, shard_rows: int,
                dtype: str = "float32") -> NameStore:
   """A store of vectors already computed (tests, benchmarks)."""

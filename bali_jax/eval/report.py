@@ -29,7 +29,7 @@ import numpy as np
 from bali_jax import storage
 from bali_jax.eval import dictionary as dictionary_lib
 from bali_jax.eval import intervals, linking, queries as queries_lib, search
-from bali_jax.eval import vector_cache
+from bali_jax.eval import name_store, vector_cache
 from bali_jax.eval.encoder import Encoder
 
 DEFAULT_BUDGET = "4GiB"
@@ -108,7 +108,7 @@ def dictionary_store(enc: Encoder, d, opts: SearchOptions,
   if directory is None and opts.cache and jax.process_count() == 1:
     directory = vector_cache.entry(opts.cache, vector_cache.key(
         enc, d.names, opts.dtype, p.shard_rows))
-    cached = vector_cache.load(directory)
+    cached = name_store.load(directory)
   if directory is None:
     if jax.process_count() > 1:
       raise ValueError("with several processes the name vectors need a "
@@ -118,7 +118,7 @@ def dictionary_store(enc: Encoder, d, opts: SearchOptions,
     if cached is not None:  # the same weights, tokenizer and names
       store, stats = cached, {"names": 0, "seconds": 0.0, "cached": True}
     else:
-      store, stats, p = search.build_store(
+      store, stats, _ = search.build_store(  # the plan `p` above
           directory, d.names, lambda s: enc.encode_strings(
               s, desc="dictionary names"), enc.dim, d.num_concepts,
           len(d.pair_name), opts.budget, opts.dtype, num_queries)

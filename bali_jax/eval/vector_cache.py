@@ -27,7 +27,6 @@ import jax
 import numpy as np
 
 from bali_jax import storage
-from bali_jax.eval.name_store import NameStore
 
 FORMAT = 1  # bumped when what a key covers changes
 
@@ -71,12 +70,3 @@ def key(enc, names: list[str], dtype: str, shard_rows: int) -> str:
 def entry(root: str, k: str) -> str:
   return storage.join(root, "name_vectors", k)
 
-
-def load(directory: str) -> NameStore | None:
-  """The complete store in `directory`, or None (absent or unfinished)."""
-  index = storage.join(directory, "index.json")
-  if not storage.exists(index):
-    return None
-  meta = json.loads(storage.read_text(index))
-  return NameStore(directory, meta["num_names"], meta["dim"],
-                   meta["shard_rows"], meta["dtype"])
