@@ -143,9 +143,7 @@ def _run_card(args, workdir: str, bert_cfg, params, step: int, cfg) -> str:
       data_card=(json.loads(storage.read_text(data_card))
                  if storage.exists(data_card) else None),
       evaluations=_evaluations(reports, workdir, step),
-      graph_files=([graph_io.WEIGHTS, graph_io.CONFIG]
-                   if cfg.model.graph_encoder != "linear" and
-                   params.get("gnn") is not None else []),
+      graph_files=graph_io.graph_files(cfg.model, params.get("gnn")),
       pooling=cfg.model.name_pooling))
 
 

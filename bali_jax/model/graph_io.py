@@ -35,12 +35,19 @@ CONFIG = "graph_encoder_config.json"
 FORMAT = "bali_jax.graph_encoder/1"
 
 
+def graph_files(model_cfg, gnn_params) -> list[str]:
+  """The files `save_graph_encoder` writes: two for a GNN kind, none for
+  the linear kind (no GNN) or a tree without GNN parameters."""
+  if model_cfg.graph_encoder == "linear" or gnn_params is None:
+    return []
+  return [WEIGHTS, CONFIG]
+
+
 def save_graph_encoder(out_dir: str, model_cfg, gnn_params) -> list[str]:
-  """Writes the two files for a GNN kind; returns their names ([] for the
-  linear kind, which has no GNN)."""
+  """Writes the files of `graph_files`; returns their names."""
   from safetensors.numpy import save
   from flax.traverse_util import flatten_dict
-  if model_cfg.graph_encoder == "linear" or gnn_params is None:
+  if not graph_files(model_cfg, gnn_params):
     return []
   import flax.linen as nn
   params = nn.meta.unbox(gnn_params)
