@@ -190,9 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
   v = sub.add_parser("evaluate", help="zero-shot entity linking (SapBERT "
                      "protocol), several models side by side")
   v.add_argument("--model", action="append", required=True,
-                 help="run directory, HF BERT directory or `starter` "
-                 "(repeat for a side-by-side table; the first is the "
-                 "baseline)")
+                 help="run directory (RUN@STEP: a kept earlier checkpoint), "
+                 "HF BERT directory or `starter` (repeat for a side-by-side "
+                 "table; the first is the baseline)")
   v.add_argument("--data", default=None,
                  help="a data_prep dataset: its dictionary, held-out "
                  "synonyms and test mentions")

@@ -361,7 +361,7 @@ def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
   from bali_jax.train.loop import train_and_evaluate
   cfg = configs.apply_overrides(
       configs.get_config("tiny").replace(data_dir=tiny_dataset),
-      ["steps=4", "el_eval_every=2", "save_every=100"])
+      ["steps=4", "el_eval_every=2", "save_every=2"])
   run = str(tmp_path / "run")
   # as `train` passes them: the run directory bound
   train_and_evaluate(cfg, run, functools.partial(evaluators, workdir=run))
@@ -386,6 +386,19 @@ def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
   assert abs(row["mrr"] - el[4]["eval_el_mrr"]) < 1e-6
   saved = json.load(open(os.path.join(run, "eval_el.json")))
   assert saved["models"][0]["step"] == 4
+  # RUN@STEP: a kept earlier checkpoint reproduces the curve's point there,
+  # and leaves the run's own (latest) report alone
+  rep2 = report.evaluate([f"{run}@2"], data_dir=tiny_dataset,
+                         progress=False)
+  assert rep2["models"][0]["label"] == "run@2"
+  assert rep2["models"][0]["step"] == 2
+  row2 = next(r for r in rep2["results"] if r["queries"] ==
+              "heldout_synonyms" and r["representation"] == "string")
+  assert abs(row2["acc@1"] - el[2]["eval_el_acc@1"]) < 1e-6
+  assert abs(row2["mrr"] - el[2]["eval_el_mrr"]) < 1e-6
+  assert json.load(open(os.path.join(run, "eval_el.json"))) == saved
+  with pytest.raises(ValueError, match=r"keeps steps \[2, 4\]"):
+    report.evaluate([f"{run}@3"], data_dir=tiny_dataset, progress=False)
   # the export's model card carries that table, the data card, the config
   from bali_jax.cli import main
   from huggingface_hub import ModelCard

@@ -1,11 +1,13 @@
 """`--model SRC` -> a BERT to evaluate: a training run directory (its latest
-checkpoint), a Hugging Face BERT directory, or `starter`."""
+checkpoint, or `RUN@STEP` for a kept earlier one: how a curve over steps is
+read after training), a Hugging Face BERT directory, or `starter`."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import re
 from typing import Any
 
 from bali_jax import storage
@@ -23,6 +25,7 @@ class LoadedBert:
   seq_len: int = 128
   step: int | None = None
   run_dir: str | None = None
+  latest: bool = True  # a run at its latest checkpoint (not RUN@STEP)
 
 
 def is_run_dir(path: str) -> bool:
@@ -35,9 +38,19 @@ def is_hf_dir(path: str) -> bool:
       not is_run_dir(path)
 
 
-def load_run(workdir: str):
+def split_step(src: str) -> tuple[str, int | None]:
+  """`RUN@STEP` -> (RUN, STEP) when RUN is a run directory; else (src,
+  None), so a directory whose own name ends in @digits still loads."""
+  m = re.fullmatch(r"(.+)@(\d+)", src)
+  if m and is_run_dir(m.group(1)):
+    return m.group(1), int(m.group(2))
+  return src, None
+
+
+def load_run(workdir: str, step: int | None = None):
   """(BertConfig, params {"bert", "mlm_head"}, tokenizer, step, TrainConfig,
-  record spec) of the latest checkpoint of a run, restored on one device."""
+  record spec) of a run's checkpoint `step` (default: its latest), restored
+  on one device."""
   import jax
   import numpy as np
   from bali_jax import configs
@@ -48,7 +61,8 @@ def load_run(workdir: str):
   from bali_jax.train.step import make_optimizer
   cfg = configs.load_run_config(workdir)
   ckpt = Checkpointer(storage.join(workdir, "checkpoints"))
-  step = ckpt.latest_step()
+  if step is None:
+    step = ckpt.latest_step()
   if step is None:
     raise ValueError(f"{workdir}: the run has no checkpoint yet")
   spec = json.loads(storage.read_text(storage.join(workdir,
@@ -68,6 +82,9 @@ def check_source(src: str) -> str:
   """The directory `--model SRC` names, once it is known to be a run or an
   HF BERT directory: a bad source is refused before anything is loaded."""
   from bali_jax import open_data
+  run, step = split_step(src)
+  if step is not None:
+    return _check_step(run, step)
   path = open_data.resolve_model_dir(src)
   if not storage.isdir(path):
     raise FileNotFoundError(f"--model {src}: no such directory")
@@ -78,18 +95,39 @@ def check_source(src: str) -> str:
   return path
 
 
+def _steps(run: str) -> list[int]:
+  from bali_jax.train.checkpoint import Checkpointer
+  ckpt = Checkpointer(storage.join(run, "checkpoints"))
+  steps = ckpt.all_steps()
+  ckpt.close()
+  return steps
+
+
+def _check_step(run: str, step: int) -> str:
+  """A `RUN@STEP` whose step the run does not keep is refused before
+  anything loads, naming the steps it does keep."""
+  steps = _steps(run)
+  if step not in steps:
+    raise ValueError(f"--model {run}@{step}: the run keeps no checkpoint of "
+                     f"step {step}; it keeps steps {steps}")
+  return run
+
+
 def load(src: str) -> LoadedBert:
   from bali_jax import open_data
   from bali_jax.hf import importer as hf_import
+  pinned = split_step(src)[1]
   path = check_source(src)
   if is_run_dir(path):
-    bert_cfg, params, tok, step, cfg, spec = load_run(path)
+    bert_cfg, params, tok, step, cfg, spec = load_run(path, pinned)
+    latest = pinned is None or pinned == max(_steps(path))
     b = spec["budgets"]
     return LoadedBert(f"{os.path.basename(os.path.normpath(path))}@{step}",
                       storage.display(path), bert_cfg, params["bert"], tok,
                       pooling=cfg.model.name_pooling,
                       max_name_tokens=b["max_name_tokens"],
-                      seq_len=b["seq_len"], step=step, run_dir=path)
+                      seq_len=b["seq_len"], step=step, run_dir=path,
+                      latest=latest)
   with storage.local_copy(path) as d:  # a gs:// HF directory too
     pre = hf_import.load_pretrained(d)
   label = src if src == open_data.STARTER_ALIAS else \

@@ -330,7 +330,7 @@ def evaluate(models: list[str], *, data_dir=None, kg=None, corpus=None,
             "search": si}
     report["models"].append(info)
     report["results"] += [{"model": m.label, **r} for r in rows]
-    if m.run_dir:  # its own rows, with their intervals
+    if m.run_dir and m.latest:  # its own rows, with their intervals
       own = [{"model": m.label, **r} for r in rows]
       add_intervals(own, resamples, seed)
       _write_json(os.path.join(m.run_dir, "eval_el.json"),

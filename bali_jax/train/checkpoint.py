@@ -52,6 +52,9 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.mngr.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self.mngr.all_steps())
+
   def save(self, step: int, state, meta: dict, force: bool = False) -> bool:
     return self.mngr.save(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeSave(state), meta=ocp.args.JsonSave(meta)),
