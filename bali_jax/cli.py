@@ -110,6 +110,18 @@ def cmd_evaluate(args) -> int:
   return 0
 
 
+def cmd_plot_curve(args) -> int:
+  from bali_jax.eval import curve
+  panels = curve.plot_curve(args.report, args.out)
+  for title, pts in panels.items():
+    print(f"{title}: " + ", ".join(
+        f"step {p[0]} {100 * p[1]:+.1f}" + (
+            f" [{100 * p[2]:+.1f}, {100 * p[3]:+.1f}]" if p[2] is not None
+            and p[0] else "") for p in pts))
+  print(f"plot: {args.out}")
+  return 0
+
+
 def cmd_ablate(args) -> int:
   from bali_jax.eval import ablation
   variants = None
@@ -241,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
   v.add_argument("--num-cpu-devices", type=int, default=0,
                  help="fake CPU devices for this process")
   v.set_defaults(func=cmd_evaluate)
+  c = sub.add_parser("plot-curve", help="Δ acc@1 [95%%] against training "
+                     "step from evaluate reports of a run's checkpoints "
+                     "(--model BASE --model RUN@STEP ...)")
+  c.add_argument("--report", action="append", required=True,
+                 help="an evaluate JSON report (repeat: one panel per "
+                 "query set of each)")
+  c.add_argument("--out", required=True, help="PNG path")
+  c.set_defaults(func=cmd_plot_curve)
   a = sub.add_parser("ablate", help="train short runs with one key changed "
                      "each and evaluate them in one table")
   a.add_argument("--data", required=True, help="a data_prep dataset")

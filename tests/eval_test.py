@@ -420,6 +420,44 @@ def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
   transformers.AutoModel.from_pretrained(hf)  # the card is beside weights
 
 
+def test_plot_curve_reads_steps_deltas_and_intervals(tmp_path, capsys):
+  from bali_jax.cli import main
+  from bali_jax.eval import curve
+  def row(model, acc, delta=None, ci=None, queries="heldout_synonyms"):
+    r = {"model": model, "queries": queries, "representation": "string",
+         "acc@1": acc}
+    if delta is not None:
+      r.update({"delta_acc@1": delta, "delta_acc@1_ci": ci})
+    return r
+  rep = {"models": [{"label": "starter", "step": None},
+                    {"label": "run@500", "step": 500},
+                    {"label": "run@250", "step": 250},
+                    {"label": "other-hf", "step": None}],
+         "results": [row("starter", 0.50), row("run@500", 0.53, 0.03,
+                                               [0.01, 0.05]),
+                     row("run@250", 0.52, 0.02, [0.0, 0.04]),
+                     row("other-hf", 0.9, 0.4, [0.3, 0.5]),
+                     row("starter", 0.8, queries="test_mentions")]}
+  pts = curve.curve_points(rep)
+  # sorted by step, the baseline at 0; the HF model and a query set with
+  # no stepped row are left out
+  assert list(pts) == [("heldout_synonyms", "string")]
+  assert pts[("heldout_synonyms", "string")] == [
+      (0, 0.0, 0.0, 0.0, 0.50), (250, 0.02, 0.0, 0.04, 0.52),
+      (500, 0.03, 0.01, 0.05, 0.53)]
+  path = tmp_path / "rep.json"
+  path.write_text(json.dumps(rep))
+  png = str(tmp_path / "curve.png")
+  assert main(["plot-curve", "--report", str(path), "--out", png]) == 0
+  assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  assert "step 500 +3.0 [+1.0, +5.0]" in capsys.readouterr().out
+  flat = tmp_path / "flat.json"  # no checkpoint steps: a clear error
+  flat.write_text(json.dumps({**rep, "models": rep["models"][:1]
+                              + rep["models"][3:]}))
+  with pytest.raises(ValueError, match="no model with a training step"):
+    curve.plot_curve([str(flat)], png)
+
+
 @pytest.mark.slow(seconds=100)
 def test_ablation_runner_table(tiny_dataset, tmp_path, monkeypatch):
   from bali_jax.eval import ablation
