@@ -284,6 +284,56 @@ def test_empty_corpus_and_unknown_concept(tmp_path, tok):
   assert card["bad_records"]["concept-not-in-graph"]["count"] == 1
 
 
+def test_graph_edges_in_csr_keep_the_dict_order_and_first_relation():
+  """The flat-array adjacency is the per-concept dict it replaced: unique
+  (neighbour, relation) pairs in first-added order, neighbours with their
+  first relation, also across a read between additions and concepts
+  added after edges."""
+  rng = np.random.default_rng(0)
+  kg = KnowledgeGraph()
+  ref: list[dict] = []
+  def add_concepts(k):
+    for _ in range(k):
+      kg.add_concept(f"C{len(kg)}", [f"name {len(kg)}"])
+      ref.append({})
+  add_concepts(40)
+  rels = [f"r{i}" for i in range(5)]
+  for batch in range(3):
+    for _ in range(400):  # many duplicates: 40 x 40 x 5 pairs
+      s, d = (int(x) for x in rng.integers(len(kg), size=2))
+      r = rels[int(rng.integers(5))]
+      kg.add_edge(s, d, r)
+      ref[s][(d, kg.relation_id(r))] = None
+    assert [kg.adjacency[i] for i in range(len(kg))] == \
+        [list(a) for a in ref]  # a read compacts; more edges follow
+    add_concepts(3)  # nodes without edges, after edges
+  for i, a in enumerate(ref):
+    first = {}
+    for d, r in a:
+      first.setdefault(d, r)
+    assert kg.neighbors(i) == list(first.items())
+    dst, rel = kg.neighbor_arrays(i)
+    assert dst.dtype == np.int32 and list(zip(dst, rel)) == \
+        list(first.items())
+  assert kg.num_edges() == sum(len(a) for a in ref)
+  counts = {}
+  for a in ref:
+    for _, r in a:
+      counts[kg.relations[r]] = counts.get(kg.relations[r], 0) + 1
+  assert kg.edges_by_relation() == counts
+  kg.add_edge_id(0, len(kg), 0)  # a node the graph lacks
+  with pytest.raises(ValueError, match="node or relation the graph lacks"):
+    kg.num_edges()
+
+
+def test_names_deduplicated_past_the_set_threshold():
+  kg = KnowledgeGraph()
+  i = kg.add_concept("C1")
+  for n in range(40):
+    kg.add_name(i, f"name  {n % 25}")  # whitespace collapsed, repeats
+  assert kg.names[i] == [f"name {n}" for n in range(25)]
+
+
 def test_umls_build_restricts_graph(tmp_path, tok):
   p = fx.write_umls(str(tmp_path / "umls"))
   bad = BadRecords()

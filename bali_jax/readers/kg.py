@@ -5,6 +5,14 @@ names (the preferred name first, (concept, name) pairs deduplicated) and a
 typed adjacency list. Relations are named; ids follow first appearance. Aliases (alt_id,
 replaced_by, database ids joined to a concept) resolve through `index`.
 
+Edges are held as flat arrays, never as per-edge Python objects: a graph of
+UMLS size has tens of millions of MRREL rows, and a dict of (node,
+relation) tuples per concept cost about 140 bytes an edge (175 MiB for the
+open default's 1.2M edges). `add_edge` appends to three int32 columns;
+the first read compacts them into CSR form (`edge_arrays`): per source,
+the unique (neighbour, relation) pairs in the order first seen, exactly
+the order the dict kept, so sampling and records are unchanged.
+
 Held-out synonyms (`reserve_synonyms`): a seeded sample of synonyms is taken
 out of `names` before anything reads them, so no sampled node name and no
 linker entry ever uses them; they are the clean zero-shot queries of
@@ -16,6 +24,7 @@ concept, deduplicated on (neighbour, relation), stored as MRREL rows are
 
 from __future__ import annotations
 
+import array
 import collections
 import dataclasses
 import os
@@ -34,6 +43,80 @@ def normalize_name(text: str) -> str:
   return " ".join(_NON_ALNUM.sub(" ", text.lower()).split())
 
 
+# a concept's names are deduplicated by scanning its list below this many
+# names, by a set from there on (most concepts have a few names; a set per
+# concept cost more than the names)
+_NAME_SET_FROM = 16
+
+
+@dataclasses.dataclass
+class CsrEdges:
+  """The adjacency as flat int32 arrays, rows by source node.
+
+  ptr (N + 1), dst, rel (E): source i's unique (neighbour, relation) pairs
+  are dst/rel[ptr[i]:ptr[i + 1]], in the order first added.
+  nbr_ptr, nbr_dst, nbr_rel: the same with one entry per neighbour (its
+  first relation), what neighbour sampling draws from.
+  """
+  ptr: np.ndarray
+  dst: np.ndarray
+  rel: np.ndarray
+  nbr_ptr: np.ndarray
+  nbr_dst: np.ndarray
+  nbr_rel: np.ndarray
+
+  @classmethod
+  def build(cls, old: "CsrEdges | None", pending, n: int,
+            num_rel: int) -> "CsrEdges":
+    """Compacts `old` plus the pending (src, dst, rel) columns: duplicates
+    dropped (the first kept), rows stable-sorted by source, so each
+    source's pairs stay in first-added order."""
+    new = [np.frombuffer(c, dtype=np.int32) if len(c) else
+           np.zeros(0, np.int32) for c in pending]
+    if old is not None and len(old.dst):
+      src0 = np.repeat(np.arange(len(old.ptr) - 1, dtype=np.int32),
+                       np.diff(old.ptr))
+      new = [np.concatenate([a, b]) for a, b in
+             zip((src0, old.dst, old.rel), new)]
+    src, dst, rel = new
+    if len(src) and (max(src.max(), dst.max()) >= n or rel.max() >= num_rel):
+      raise ValueError("an edge names a node or relation the graph lacks")
+    key = (src.astype(np.int64) * n + dst) * num_rel + rel
+    src, dst, rel = (a[_first_kept(key)] for a in (src, dst, rel))
+    order = np.argsort(src, kind="stable")
+    src, dst, rel = src[order], dst[order], rel[order]
+    ptr = _row_ptr(src, n)
+    once = _first_kept(src.astype(np.int64) * n + dst)  # one per neighbour
+    return cls(ptr, dst.copy(), rel.copy(), _row_ptr(src[once], n),
+               dst[once].copy(), rel[once].copy())
+
+
+def _first_kept(key: np.ndarray) -> np.ndarray:
+  """Positions of each key's first occurrence, in their original order."""
+  _, first = np.unique(key, return_index=True)
+  return np.sort(first)
+
+
+def _row_ptr(src: np.ndarray, n: int) -> np.ndarray:
+  ptr = np.zeros(n + 1, np.int64)
+  np.cumsum(np.bincount(src, minlength=n), out=ptr[1:])
+  return ptr
+
+
+class _Adjacency:
+  """Read-only `kg.adjacency[i]` over the CSR arrays."""
+
+  def __init__(self, e: CsrEdges):
+    self.e = e
+
+  def __len__(self) -> int:
+    return len(self.e.ptr) - 1
+
+  def __getitem__(self, i: int) -> list[tuple[int, int]]:
+    a, b = self.e.ptr[i], self.e.ptr[i + 1]
+    return list(zip(self.e.dst[a:b].tolist(), self.e.rel[a:b].tolist()))
+
+
 @dataclasses.dataclass
 class Source:
   """Provenance of one input, printed in the data card."""
@@ -49,12 +132,14 @@ class KnowledgeGraph:
     self.concept_ids: list[str] = []
     self.index: dict[str, int] = {}  # concept id (or an alias) -> node
     self.names: list[list[str]] = []
-    self._name_sets: list[set[str]] = []
+    self._name_sets: dict[int, set[str]] = {}  # only for long name lists
     self.relations: list[str] = []
     # relation -> the readable name linearised subgraphs write (spec 1.5)
     self.relation_names: dict[str, str] = {}
     self._rel_index: dict[str, int] = {}
-    self.adjacency: list[dict[tuple[int, int], None]] = []
+    # edges added since the last compaction: (src, dst, relation) columns
+    self._pending = tuple(array.array("i") for _ in range(3))
+    self._csr: CsrEdges | None = None
     self.linkable: list[bool] = []  # may the dictionary linker use it?
     # node -> names that are concept names but never link text (OBO
     # synonyms of a scope other than EXACT)
@@ -74,8 +159,6 @@ class KnowledgeGraph:
       self.index[cid] = i
       self.concept_ids.append(cid)
       self.names.append([])
-      self._name_sets.append(set())
-      self.adjacency.append({})
       self.linkable.append(linkable)
     for n in names:
       self.add_name(i, n)
@@ -83,9 +166,19 @@ class KnowledgeGraph:
 
   def add_name(self, i: int, name: str) -> None:
     name = " ".join(name.split())
-    if name and name not in self._name_sets[i]:
-      self._name_sets[i].add(name)
-      self.names[i].append(name)
+    names = self.names[i]
+    if not name:
+      return
+    if len(names) < _NAME_SET_FROM:  # short lists: a scan is cheaper
+      if name not in names:
+        names.append(name)
+      return
+    seen = self._name_sets.get(i)
+    if seen is None:
+      seen = self._name_sets[i] = set(names)
+    if name not in seen:
+      seen.add(name)
+      names.append(name)
 
   def exclude_from_linking(self, i: int, no_link, linked=()) -> None:
     """Marks names of concept i as names only, never linked text (OBO
@@ -169,26 +262,52 @@ class KnowledgeGraph:
     self.relation_names = {r: names[r] for r in self.relations}
 
   def add_edge(self, src: int, dst: int, rel: str) -> None:
-    self.adjacency[src][(dst, self.relation_id(rel))] = None
+    self.add_edge_id(src, dst, self.relation_id(rel))
+
+  def add_edge_id(self, src: int, dst: int, rel: int) -> None:
+    """An edge by relation id; a repeated (src, dst, rel) counts once."""
+    s, d, r = self._pending
+    s.append(src)
+    d.append(dst)
+    r.append(rel)
 
   # ---------------------------------------------------------------- read
+  def edge_arrays(self) -> "CsrEdges":
+    """The adjacency in CSR form (compacting edges added since)."""
+    if self._csr is None or len(self._pending[0]) or \
+        len(self._csr.ptr) != len(self) + 1:
+      self._csr = CsrEdges.build(self._csr, self._pending, len(self),
+                                 max(len(self.relations), 1))
+      self._pending = tuple(array.array("i") for _ in range(3))
+    return self._csr
+
+  @property
+  def adjacency(self) -> "_Adjacency":
+    """adjacency[i]: concept i's (neighbour, relation) pairs, unique, in
+    the order first added."""
+    return _Adjacency(self.edge_arrays())
+
   def neighbors(self, i: int) -> list[tuple[int, int]]:
     """Unique neighbours of concept i with the first relation seen for each
     (relation types are ignored when sampling, as in the authors' default;
     the relation id is kept as an edge feature)."""
-    seen = {}
-    for nbr, rel in self.adjacency[i]:
-      seen.setdefault(nbr, rel)
-    return list(seen.items())
+    dst, rel = self.neighbor_arrays(i)
+    return list(zip(dst.tolist(), rel.tolist()))
+
+  def neighbor_arrays(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """`neighbors(i)` as two int32 arrays (neighbour, relation): what the
+    sampler indexes, with no per-neighbour object for hub concepts."""
+    e = self.edge_arrays()
+    a, b = e.nbr_ptr[i], e.nbr_ptr[i + 1]
+    return e.nbr_dst[a:b], e.nbr_rel[a:b]
 
   def num_edges(self) -> int:
-    return sum(len(a) for a in self.adjacency)
+    return len(self.edge_arrays().dst)
 
   def edges_by_relation(self) -> dict[str, int]:
-    c = collections.Counter()
-    for a in self.adjacency:
-      for _, r in a:
-        c[self.relations[r]] += 1
+    counts = np.bincount(self.edge_arrays().rel,
+                         minlength=len(self.relations))
+    c = {self.relations[r]: int(n) for r, n in enumerate(counts) if n}
     return dict(sorted(c.items(), key=lambda kv: -kv[1]))
 
   def num_names(self) -> int:
@@ -223,8 +342,12 @@ class KnowledgeGraph:
         f.writelines(f"{i}\t{n}\n" for n in names)
     with open(os.path.join(out_dir, "edges.tsv"), "w", encoding="utf-8") as f:
       f.write("src_node\trelation_id\tdst_node\n")
-      for i, adj in enumerate(self.adjacency):
-        f.writelines(f"{i}\t{r}\t{j}\n" for j, r in adj)
+      e = self.edge_arrays()
+      src = np.repeat(np.arange(len(self)), np.diff(e.ptr))
+      for a in range(0, len(src), 1 << 20):  # bounded text per write
+        b = a + (1 << 20)
+        f.writelines(f"{i}\t{r}\t{j}\n" for i, r, j in zip(
+            src[a:b].tolist(), e.rel[a:b].tolist(), e.dst[a:b].tolist()))
     with open(os.path.join(out_dir, "aliases.tsv"), "w",
               encoding="utf-8") as f:
       f.write("alias\tnode_id\n")
@@ -269,7 +392,7 @@ def read_tsv(data_dir: str) -> KnowledgeGraph:
     if shown:  # older datasets: the default display names
       kg.relation_names[rel] = shown[0]
   for src, rel, dst in _tsv(os.path.join(data_dir, "edges.tsv")):
-    kg.adjacency[int(src)][(int(dst), int(rel))] = None
+    kg.add_edge_id(int(src), int(dst), int(rel))
   aliases = os.path.join(data_dir, "aliases.tsv")
   if os.path.exists(aliases):
     for alias, node in _tsv(aliases):

@@ -142,8 +142,8 @@ def sample_view(sent: dict, kg: KnowledgeGraph, names: NameTokens,
   rng = np.random.default_rng([seed, serial])
   neighbors, name_ids = [], []
   for c in sent["concepts"]:
-    nbrs = kg.neighbors(c)
-    n = len(nbrs)
+    nbr_dst, nbr_rel = kg.neighbor_arrays(c)  # arrays: none per neighbour
+    n = len(nbr_dst)
     order = rng.permutation(n)
     offsets = rng.integers(0, 2 ** 31, size=n)
     own = int(rng.integers(0, 2 ** 31))
@@ -152,7 +152,8 @@ def sample_view(sent: dict, kg: KnowledgeGraph, names: NameTokens,
     else:
       start = view * _coprime_step(n, max_neighbors)
       positions = [(start + i) % n for i in range(max_neighbors)]
-    picked = [nbrs[order[p]] for p in positions]
+    picked = [(int(nbr_dst[order[p]]), int(nbr_rel[order[p]]))
+              for p in positions]
     neighbors.append(picked)
     ids = [names.get(c, (own + view) % len(kg.names[c]))]
     for p, (u, _) in zip(positions, picked):
