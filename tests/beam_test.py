@@ -63,6 +63,38 @@ def test_beam_direct_runner_writes_the_local_records(tmp_path, monkeypatch):
   assert not glob.glob(str(tmp_path / ".beam.tmp-*"))
 
 
+def test_workers_map_the_graph_files_instead_of_unpickling_it(tmp_path):
+  """What a Beam worker receives: after map_to, a pickle of the graph
+  carries its directory (no name, no edge), and unpickling maps the files
+  into the same index, names, linkability and neighbours."""
+  import pickle
+  kg = fixture_graph(str(tmp_path / "kg"))
+  for j in range(3000):  # a pickle of objects grows with the graph
+    kg.add_edge(kg.add_concept(f"X:{j}", [f"extra name {j}"]), j % 7, "r")
+  kg.reserve_synonyms(0.2, 3)
+  whole = len(pickle.dumps(kg))
+  kg.map_to(str(tmp_path / "graph"))
+  blob = pickle.dumps(kg)
+  assert whole > 60_000 and len(blob) < 4_000  # the mapped one does not
+  assert b"extra name 2999" not in blob
+  w = pickle.loads(blob)
+  assert type(w.names).__name__ == "FlatNames"
+  assert isinstance(w.edge_arrays().dst, np.memmap)
+  assert len(w) == len(kg) and list(w.concept_ids) == kg.concept_ids
+  for i in range(len(kg)):
+    assert w.names[i] == kg.names[i]
+    assert w.neighbors(i) == kg.neighbors(i)
+    assert w.adjacency[i] == kg.adjacency[i]
+    assert bool(w.linkable[i]) == kg.linkable[i]
+  assert all(w.index[k] == v and k in w.index for k, v in kg.index.items())
+  assert w.index.get("HP:404") is None and "HP:404" not in w.index
+  assert w.index.get("X" * 500) is None  # longer than any key
+  assert w.heldout == kg.heldout and w.stats() == kg.stats()
+  kg.add_name(0, "a name added after mapping")
+  with pytest.raises(ValueError, match="changed after map_to"):
+    pickle.dumps(kg)
+
+
 def test_beam_bad_record_names_the_place_and_leaves_nothing(tmp_path,
                                                             monkeypatch):
   from bali_jax.readers.corpus import Mention

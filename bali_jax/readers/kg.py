@@ -147,6 +147,8 @@ class KnowledgeGraph:
     self.sources: list[Source] = []
     self.notes: dict = {}  # reader statistics for the data card
     self.heldout: list[tuple[int, str]] | None = None  # (node, synonym)
+    # set by `map_to`: pickles carry this directory, not the large parts
+    self._mapped: tuple[str, tuple] | None = None
 
   def __len__(self) -> int:
     return len(self.concept_ids)
@@ -270,6 +272,41 @@ class KnowledgeGraph:
     s.append(src)
     d.append(dst)
     r.append(rel)
+
+  # ------------------------------------------------------ worker copies
+  def map_to(self, directory: str) -> None:
+    """Writes the concept index, names and edges as flat files under
+    `directory` (`graph_files`); from then on a pickle of this graph
+    carries the directory, and unpickling maps the files. What Beam
+    workers receive instead of the graph as Python objects."""
+    from bali_jax.readers import graph_files
+    graph_files.save(self, directory)
+    self._mapped = (directory, self._shape())
+
+  def _shape(self) -> tuple:
+    return len(self), self.num_names(), self.num_edges(), len(self.index)
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    if self._mapped is not None:
+      from bali_jax.readers import graph_files
+      if self._shape() != self._mapped[1]:
+        raise ValueError("the graph changed after map_to: its files at "
+                         f"{self._mapped[0]} are stale")
+      for f in graph_files.mapped_fields():
+        state.pop(f)
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    if self._mapped is not None:
+      from bali_jax.readers import graph_files
+      m = graph_files.load(self._mapped[0])
+      self.concept_ids, self.index = m["concept_ids"], m["index"]
+      self.names, self.linkable = m["names"], m["linkable"]
+      self._csr = CsrEdges(**m["edges"])
+      self._pending = tuple(array.array("i") for _ in range(3))
+      self._name_sets = {}
 
   # ---------------------------------------------------------------- read
   def edge_arrays(self) -> "CsrEdges":

@@ -2,8 +2,9 @@
 
 `--runner direct|dataflow|flink|spark` runs the two heavy stages of
 `data_prep.pipelines.build` as Beam pipelines; the graph is read on the
-driver (it fits: UMLS is a few GB) and shipped to the workers as one pickled
-context file. Workers and the driver exchange files under a shared temporary
+driver and written once as flat arrays (`bali_jax.readers.graph_files`)
+that every worker maps instead of unpickling a copy; the rest of a
+worker's context (tokenizer, options, linker) is a small pickled file. Workers and the driver exchange files under a shared temporary
 directory (`--beam-temp`, a gs:// or other shared path on a cluster; by
 default a directory beside the output for DirectRunner).
 
@@ -159,6 +160,7 @@ def tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad,
   `temp`: the build's worker directory (`temp_dir`)."""
   from data_prep.pipelines.tokenize_worker import SPLITS, CorpusTally
   from bali_jax.readers.errors import BadInputError
+  kg.map_to(storage.join(temp, "graph"))  # workers map it, every stage
   _dump(storage.join(temp, "context.pkl"),
         (kg, tokenizer, linker, o.budgets.seq_len, bad.skip))
   shards = _shard_documents(documents, temp)
