@@ -326,6 +326,22 @@ def test_graph_edges_in_csr_keep_the_dict_order_and_first_relation():
     kg.num_edges()
 
 
+def test_reserved_synonyms_skip_names_other_concepts_share():
+  kg = KnowledgeGraph()
+  a = kg.add_concept("A", ["Alpha", "Iron overload"])
+  b = kg.add_concept("B", ["Beta", "iron-overload"])  # same, normalised
+  c = kg.add_concept("C", ["Gamma", "gamma syn"])
+  d = kg.add_concept("D", ["Delta", "Delta X", "delta-x"])  # its own twice
+  e = kg.add_concept("E", ["Eps", "Delta"])  # D's label: shared
+  assert kg.reserve_synonyms(1.0, 0) == 2
+  held = dict(kg.heldout)
+  assert set(held) == {c, d} and held[c] == "gamma syn"
+  assert held[d] in ("Delta X", "delta-x")
+  assert kg.names[a] == ["Alpha", "Iron overload"]
+  assert kg.names[b] == ["Beta", "iron-overload"]
+  assert kg.names[e] == ["Eps", "Delta"]
+
+
 def test_names_deduplicated_past_the_set_threshold():
   kg = KnowledgeGraph()
   i = kg.add_concept("C1")

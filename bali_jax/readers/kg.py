@@ -25,7 +25,6 @@ concept, deduplicated on (neighbour, relation), stored as MRREL rows are
 from __future__ import annotations
 
 import array
-import collections
 import dataclasses
 import os
 import re
@@ -205,16 +204,21 @@ class KnowledgeGraph:
     self.heldout = []
     if fraction <= 0:
       return 0
-    owners = collections.defaultdict(set)
+    # normalised name -> its one owner, or -1 when several concepts have
+    # it (an int per name: a set per name cost 3 GiB at UMLS size)
+    owner: dict[str, int] = {}
     for i, names in enumerate(self.names):
       for n in names:
-        owners[normalize_name(n)].add(i)
+        k = normalize_name(n)
+        o = owner.setdefault(k, i)
+        if o != i and o != -1:
+          owner[k] = -1
     eligible, total = [], 0
     for i, names in enumerate(self.names):
       if len(names) < 2:
         continue
       total += len(names) - 1
-      cands = [n for n in names[1:] if owners[normalize_name(n)] == {i}]
+      cands = [n for n in names[1:] if owner[normalize_name(n)] == i]
       if cands:
         eligible.append((i, cands))
     rng = np.random.default_rng([seed, 7])
