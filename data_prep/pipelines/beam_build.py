@@ -194,8 +194,11 @@ def tokenize_corpus(documents, kg, tokenizer, linker, o, tmp, bad,
 
 # ------------------------------------------------- stage 2: views, packing
 class PackChunk(beam.DoFn):
-  """One chunk of a view's packing order -> (chunk, its records); writes
-  the chunk's PackStats for the driver."""
+  """One chunk of a view's packing order -> its records one by one, keyed
+  (chunk, row in chunk), and the chunk's row count on the "sizes" output;
+  writes the chunk's PackStats for the driver. One element per record: a
+  chunk's records as one element were 0.6-0.8 GB at UMLS size, which the
+  runner buffers whole."""
 
   def __init__(self, ctx: str, view: int, stats: str):
     self.ctx, self.view, self.stats = ctx, view, stats
@@ -206,28 +209,30 @@ class PackChunk(beam.DoFn):
 
   def process(self, c: int):
     stats = PackStats()
-    rows = list(self.gen.pack(self.view, self.chunks[c], stats))
+    n = 0
+    for n, rec in enumerate(self.gen.pack(self.view, self.chunks[c], stats),
+                            1):
+      yield (c, n - 1), rec
     _dump(f"{self.stats}-{c:06d}.pkl", stats)
-    yield c, rows
+    yield beam.pvalue.TaggedOutput("sizes", (c, n))
 
 
-def _number(chunk_rows, sizes: dict):
-  """Chunk c's rows get the example ids after all rows of chunks < c."""
-  c, rows = chunk_rows
+def _number(keyed, sizes: dict):
+  """Chunk c's row i gets the example id after all rows of chunks < c."""
+  (c, i), rec = keyed
   first = sum(n for k, n in sizes.items() if k < c)
-  for i, rec in enumerate(rows):
-    rec["example_id"][...] = first + i
-    yield first + i, rec
+  rec["example_id"][...] = first + i
+  return first + i, rec
 
 
 @beam.ptransform_fn
 def _pack_view(begin, ctx: str, view: int, chunks: int, stats: str):
   packed = (begin | "Chunks" >> beam.Create(range(chunks))
             | "Spread" >> beam.Reshuffle()
-            | "Pack" >> beam.ParDo(PackChunk(ctx, view, stats)))
-  sizes = (packed | "Rows" >> beam.MapTuple(lambda c, rows: (c, len(rows)))
-           | "RowsPerChunk" >> beam.combiners.ToDict())
-  return packed | "Number" >> beam.FlatMap(
+            | "Pack" >> beam.ParDo(PackChunk(ctx, view, stats)).with_outputs(
+                "sizes", main="rows"))
+  sizes = packed.sizes | "RowsPerChunk" >> beam.combiners.ToDict()
+  return packed.rows | "Number" >> beam.Map(
       _number, sizes=beam.pvalue.AsSingleton(sizes))
 
 
