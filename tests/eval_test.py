@@ -451,6 +451,19 @@ def test_plot_curve_reads_steps_deltas_and_intervals(tmp_path, capsys):
   assert main(["plot-curve", "--report", str(path), "--out", png]) == 0
   assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   assert "step 500 +3.0 [+1.0, +5.0]" in capsys.readouterr().out
+  # one report per checkpoint: merged by step under one baseline
+  late = {"models": [rep["models"][0], {"label": "run@750", "step": 750}],
+          "results": [row("starter", 0.50), row("run@750", 0.55, 0.05,
+                                                [0.03, 0.07])]}
+  (tmp_path / "late.json").write_text(json.dumps(late))
+  merged = curve.plot_curve([str(path), str(tmp_path / "late.json")], png)
+  assert [p[0] for p in merged["heldout_synonyms / string"]] == \
+      [0, 250, 500, 750]
+  other = {**late, "models": [{"label": "biobert", "step": None},
+                              late["models"][1]]}
+  (tmp_path / "other.json").write_text(json.dumps(other))
+  with pytest.raises(ValueError, match="a curve needs one baseline"):
+    curve.plot_curve([str(path), str(tmp_path / "other.json")], png)
   flat = tmp_path / "flat.json"  # no checkpoint steps: a clear error
   flat.write_text(json.dumps({**rep, "models": rep["models"][:1]
                               + rep["models"][3:]}))

@@ -5,7 +5,9 @@ kept checkpoints against a baseline (the starting BERT: the run's step 0)
 with paired intervals. Whether more steps buy more is a question people
 answer by looking, so this draws each query set's Δ acc@1 [95%] against
 step, one panel per (queries, representation), from one or several reports
-(e.g. the dataset's held-out sets and a benchmark's development split).
+(e.g. the dataset's held-out sets and a benchmark's development split),
+or from one report per checkpoint (evaluated as each is saved), merged by
+step.
 """
 
 from __future__ import annotations
@@ -43,11 +45,17 @@ def plot_curve(reports: list[str], out: str) -> dict:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   panels, base = {}, None
-  for path in reports:
+  for path in reports:  # one report per checkpoint works too: merged
     rep = json.loads(storage.read_text(path))
-    base = base or rep["models"][0]["label"]
+    label = rep["models"][0]["label"]
+    if base not in (None, label):
+      raise ValueError(f"{path}: baseline {label!r}, but an earlier report's "
+                       f"is {base!r}; a curve needs one baseline")
+    base = label
     for (q, rep_kind), pts in curve_points(rep).items():
-      panels[f"{q} / {rep_kind}"] = pts
+      merged = dict((p[0], p) for p in panels.get(f"{q} / {rep_kind}", []))
+      merged.update((p[0], p) for p in pts)
+      panels[f"{q} / {rep_kind}"] = [merged[k] for k in sorted(merged)]
   if not panels:
     raise ValueError(f"{', '.join(reports)}: no model with a training step "
                      "beside the baseline (evaluate --model BASE "
