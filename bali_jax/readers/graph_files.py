@@ -14,7 +14,7 @@ Files (N concepts, M names, K index keys, E edges):
   name_ends.npy     (M,) int64: end of each name in the blob
   name_ptr.npy      (N + 1,) int64: concept i's names are ptr[i]:ptr[i+1]
   linkable.npy      (N,) bool
-  edges_*.npy       the CSR arrays (`kg.CsrEdges`)
+  edges_*.npy       the CSR arrays (`graph_edges.CsrEdges`)
 """
 
 from __future__ import annotations
