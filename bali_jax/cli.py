@@ -122,6 +122,21 @@ def cmd_plot_curve(args) -> int:
   return 0
 
 
+def cmd_probe_geometry(args) -> int:
+  from bali_jax import storage
+  from bali_jax.eval import geometry
+  steps = ([int(s) for s in args.steps.split(",")] if args.steps else None)
+  rows = geometry.probe(args.run, steps, args.batches, args.data)
+  print(geometry.to_markdown(rows))
+  if args.out:
+    storage.write_text(args.out, json.dumps(rows, indent=2))
+    print(f"JSON: {args.out}")
+  if args.plot:
+    geometry.plot(rows, args.plot)
+    print(f"plot: {args.plot}")
+  return 0
+
+
 def cmd_ablate(args) -> int:
   from bali_jax.eval import ablation
   variants = None
@@ -261,6 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
                  "query set of each)")
   c.add_argument("--out", required=True, help="PNG path")
   c.set_defaults(func=cmd_plot_curve)
+  g = sub.add_parser("probe-geometry", help="cosines between in-sentence "
+                     "mentions, graph vectors and names alone at a run's "
+                     "kept steps (why a curve turns)")
+  g.add_argument("--run", action="append", required=True,
+                 help="a training run directory (repeat)")
+  g.add_argument("--steps", default="",
+                 help="comma-separated steps; 0 = the run's initial state "
+                 "(default: 0 and every kept step)")
+  g.add_argument("--batches", type=int, default=8,
+                 help="validation batches read (the first ones, fixed)")
+  g.add_argument("--data", default="",
+                 help="a data_prep dataset (default: the run's own)")
+  g.add_argument("--out", default="", help="JSON rows")
+  g.add_argument("--plot", default="", help="PNG: cosines against step")
+  g.set_defaults(func=cmd_probe_geometry)
   a = sub.add_parser("ablate", help="train short runs with one key changed "
                      "each and evaluate them in one table")
   a.add_argument("--data", required=True, help="a data_prep dataset")

@@ -399,6 +399,7 @@ def test_linking_curve_in_training_matches_evaluate(tiny_dataset, tmp_path):
   assert json.load(open(os.path.join(run, "eval_el.json"))) == saved
   with pytest.raises(ValueError, match=r"keeps steps \[2, 4\]"):
     report.evaluate([f"{run}@3"], data_dir=tiny_dataset, progress=False)
+  _probe_geometry_of(run, str(tmp_path))
   # the export's model card carries that table, the data card, the config
   from bali_jax.cli import main
   from huggingface_hub import ModelCard
@@ -599,3 +600,81 @@ def test_dictionary_vectors_cache_hits_and_invalidates(tmp_path,
   for i in range(store.num_shards):
     np.testing.assert_array_equal(
         store.read(i), np.load(os.path.join(fresh, f"shard-{i:05d}.npy")))
+
+
+# ------------------------------------------------------------ geometry probe
+def _loop_geometry(emb, ids):
+  """The probe's figures by explicit loops over pairs (the reference)."""
+  u = {k: v / np.linalg.norm(v, axis=1, keepdims=True)
+       for k, v in emb.items()}
+  m = len(ids)
+  cos = lambda a, b: float(np.dot(a, b))
+  out = {"text_graph": np.mean([cos(u["text"][i], u["graph"][i])
+                                for i in range(m)]),
+         "text_name": np.mean([cos(u["text"][i], u["names"][i])
+                               for i in range(m)])}
+  for k, name in (("text", "text"), ("names", "name")):
+    out[f"{name}_spread"] = np.mean([cos(u[k][i], u[k][j])
+                                     for i in range(m) for j in range(m)
+                                     if ids[i] != ids[j]])
+  hits = 0
+  for i in range(m):
+    best = max(range(m), key=lambda j: cos(u["text"][i], u["names"][j]))
+    hits += ids[best] == ids[i]
+  out["text_name_top1"] = hits / m
+  return out
+
+
+def test_geometry_figures_match_loops_and_centering_reveals_a_shared_direction():
+  from bali_jax.eval import geometry
+  rng = np.random.default_rng(0)
+  ids = np.repeat(np.arange(40), 2)  # two entities per concept
+  signal = rng.normal(size=(40, 64))[ids]  # (80, 64) per concept
+  emb = {"names": signal + 0.3 * rng.normal(size=signal.shape),
+         "graph": rng.normal(size=signal.shape),
+         "text": signal + 0.3 * rng.normal(size=signal.shape)}
+  got = geometry.geometry(emb, ids)
+  ref = _loop_geometry(emb, ids)
+  for k, v in ref.items():
+    assert abs(got[k] - v) < 1e-9, k
+  assert got["text_name_top1"] > 0.95 and got["concepts"] == 40
+  # a large direction shared by every mention hides the concepts from
+  # cosine retrieval; removing each side's mean brings them back
+  shared = 30 * rng.normal(size=64)
+  rng2 = np.random.default_rng(1)
+  emb2 = {**emb, "text": signal + shared + 0.3 * rng2.normal(
+      size=signal.shape) + 4 * rng2.normal(size=(80, 1)) * shared / 30}
+  got2 = geometry.geometry(emb2, ids)
+  assert got2["text_spread"] > 0.9
+  assert got2["text_name_top1"] < 0.5
+  assert got2["text_name_top1_centered"] > 0.9
+  with pytest.raises(ValueError, match="two concepts"):
+    geometry.geometry(emb, np.zeros(80, int))
+
+
+def _probe_geometry_of(run: str, tmp: str):
+  """probe-geometry on a trained tiny run: step 0 (rebuilt), kept steps,
+  a refused step, the CLI's JSON and plot; a linear run is refused."""
+  from bali_jax import configs
+  from bali_jax.cli import main
+  from bali_jax.eval import geometry
+  out, png = os.path.join(tmp, "geo.json"), os.path.join(tmp, "geo.png")
+  assert main(["probe-geometry", "--run", run, "--batches", "1", "--out",
+               out, "--plot", png]) == 0
+  rows = json.load(open(out))
+  assert [r["step"] for r in rows] == [0, 2, 4]
+  assert len({r["entities"] for r in rows}) == 1  # the same rows each step
+  assert rows[0]["entities"] >= 2
+  for r in rows:
+    for c in geometry.COLUMNS:
+      assert -1 - 1e-6 <= r[c] <= 1 + 1e-6
+  # four steps of alignment pulled mentions towards their graph vectors
+  assert rows[2]["text_graph"] > rows[0]["text_graph"] + 0.01
+  assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  with pytest.raises(ValueError, match=r"keeps steps \[2, 4\]"):
+    geometry.probe([run], [3], 1)
+  cfg = configs.load_run_config(run)
+  linear = cfg.replace(model=dataclasses.replace(cfg.model,
+                                                 graph_encoder="linear"))
+  with pytest.raises(ValueError, match="GNN graph encoder"):
+    geometry.embed_fn(linear, {})
