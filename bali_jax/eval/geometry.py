@@ -173,27 +173,37 @@ def to_markdown(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+PANELS = (("positive pairs: mean cosine", ("text_graph", "text_name",
+                                            "graph_name")),
+          ("spread and in-sample retrieval", ("text_spread", "graph_spread",
+                                              "name_spread", "text_name_top1",
+                                              "text_name_top1_centered")))
+
+
 def plot(rows: list[dict], out: str) -> None:
-  """Three cosines against step, one panel per run."""
+  """The figures against step: a row of two panels per run (the pairs the
+  alignment ties; the spreads and what retrieval makes of them)."""
   import io
 
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   runs = list(dict.fromkeys(r["run"] for r in rows))
-  fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 3.6),
+  fig, axes = plt.subplots(len(runs), 2, figsize=(10, 3.4 * len(runs)),
                            squeeze=False)
-  for ax, run in zip(axes[0], runs):
+  for row_axes, run in zip(axes, runs):
     pts = sorted((r for r in rows if r["run"] == run),
                  key=lambda r: r["step"])
-    for col in ("text_graph", "text_name", "graph_name", "text_name_top1"):
-      ax.plot([r["step"] for r in pts], [r[col] for r in pts], "o-",
-              label=col)
-    ax.set(title=run.rstrip("/").split("/")[-1], xlabel="training step",
-           ylabel="mean cosine / top-1", ylim=(-0.05, 1.05))
-    ax.legend(fontsize=8)
+    name = run.rstrip("/").split("/")[-1]
+    for ax, (title, cols) in zip(row_axes, PANELS):
+      for col in cols:
+        ax.plot([r["step"] for r in pts], [r[col] for r in pts], "o-",
+                label=col, ms=3)
+      ax.set(title=f"{name}: {title}", xlabel="training step",
+             ylim=(-0.05, 1.05))
+      ax.legend(fontsize=7)
   fig.tight_layout()
   buf = io.BytesIO()
-  fig.savefig(buf, dpi=90, format="png")
+  fig.savefig(buf, dpi=80, format="png")
   plt.close(fig)
   storage.write_bytes(out, buf.getvalue())
