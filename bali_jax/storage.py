@@ -99,6 +99,19 @@ def write_bytes(path: str, data: bytes) -> None:
     raise
 
 
+def write_png(path: str, fig, dpi: int = 90) -> None:
+  """A matplotlib figure as a PNG, laid out, written atomically, closed
+  (the training curves, the linking curve and the geometry probe)."""
+  import io
+
+  import matplotlib.pyplot as plt
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, dpi=dpi, format="png")
+  plt.close(fig)
+  write_bytes(path, buf.getvalue())
+
+
 @contextlib.contextmanager
 def atomic_write(path: str):
   """A binary file whose contents replace `path` (local or URL) when the

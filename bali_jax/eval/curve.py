@@ -12,7 +12,6 @@ step.
 
 from __future__ import annotations
 
-import io
 import json
 
 from bali_jax import storage
@@ -75,9 +74,5 @@ def plot_curve(reports: list[str], out: str) -> dict:
     ax.set(title=f"{title}\n({base} acc@1 {100 * pts[0][4]:.1f})",
            xlabel="training step", ylabel="Δ acc@1 vs baseline (points)")
     ax.legend(fontsize=8)
-  fig.tight_layout()
-  buf = io.BytesIO()
-  fig.savefig(buf, dpi=90, format="png")
-  plt.close(fig)
-  storage.write_bytes(out, buf.getvalue())
+  storage.write_png(out, fig)
   return {k: [list(p) for p in v] for k, v in panels.items()}

@@ -183,7 +183,6 @@ PANELS = (("positive pairs: mean cosine", ("text_graph", "text_name",
 def plot(rows: list[dict], out: str) -> None:
   """The figures against step: a row of two panels per run (the pairs the
   alignment ties; the spreads and what retrieval makes of them)."""
-  import io
 
   import matplotlib
   matplotlib.use("Agg")
@@ -202,8 +201,4 @@ def plot(rows: list[dict], out: str) -> None:
       ax.set(title=f"{name}: {title}", xlabel="training step",
              ylim=(-0.05, 1.05))
       ax.legend(fontsize=7)
-  fig.tight_layout()
-  buf = io.BytesIO()
-  fig.savefig(buf, dpi=80, format="png")
-  plt.close(fig)
-  storage.write_bytes(out, buf.getvalue())
+  storage.write_png(out, fig, dpi=80)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 from bali_jax import storage
@@ -47,10 +46,6 @@ def plot_metrics(workdir: str) -> str | None:
                label="padded tokens/s")
   axes[2].set(title="throughput", xlabel="step")
   axes[2].legend()
-  fig.tight_layout()
   out = storage.join(workdir, "metrics.png")
-  buf = io.BytesIO()
-  fig.savefig(buf, dpi=90, format="png")
-  plt.close(fig)
-  storage.write_bytes(out, buf.getvalue())
+  storage.write_png(out, fig)
   return out
