@@ -183,7 +183,6 @@ PANELS = (("positive pairs: mean cosine", ("text_graph", "text_name",
 def plot(rows: list[dict], out: str) -> None:
   """The figures against step: a row of two panels per run (the pairs the
   alignment ties; the spreads and what retrieval makes of them)."""
-
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -198,7 +197,7 @@ def plot(rows: list[dict], out: str) -> None:
       for col in cols:
         ax.plot([r["step"] for r in pts], [r[col] for r in pts], "o-",
                 label=col, ms=3)
-      ax.set(title=f"{name}: {title}", xlabel="training step",
-             ylim=(-0.05, 1.05))
+      ax.set_title(f"{name}\n{title}", fontsize=9)
+      ax.set(xlabel="training step", ylim=(-0.05, 1.05))
       ax.legend(fontsize=7)
   storage.write_png(out, fig, dpi=80)
