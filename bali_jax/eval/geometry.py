@@ -144,16 +144,12 @@ def probe(runs: list[str], steps: list[int] | None, batches: int,
           data_dir: str = "") -> list[dict]:
   """One row per (run, step); steps default to 0 and every kept step."""
   from bali_jax.eval import models
-  from bali_jax.train.checkpoint import Checkpointer
   rows = []
   for run in runs:
     if not models.is_run_dir(run):
       raise ValueError(f"--run {run}: not a training run directory "
                        "(config.json + checkpoints/)")
-    ckpt = Checkpointer(storage.join(run, "checkpoints"))
-    kept = ckpt.all_steps()
-    ckpt.close()
-    for s in ([0] + kept) if steps is None else steps:
+    for s in ([0] + models.kept_steps(run)) if steps is None else steps:
       rows.append({"run": storage.display(run),
                    **probe_step(run, s, batches, data_dir)})
   return rows

@@ -95,7 +95,8 @@ def check_source(src: str) -> str:
   return path
 
 
-def _steps(run: str) -> list[int]:
+def kept_steps(run: str) -> list[int]:
+  """The steps a run keeps checkpoints of, in order."""
   from bali_jax.train.checkpoint import Checkpointer
   ckpt = Checkpointer(storage.join(run, "checkpoints"))
   steps = ckpt.all_steps()
@@ -106,7 +107,7 @@ def _steps(run: str) -> list[int]:
 def _check_step(run: str, step: int) -> str:
   """A `RUN@STEP` whose step the run does not keep is refused before
   anything loads, naming the steps it does keep."""
-  steps = _steps(run)
+  steps = kept_steps(run)
   if step not in steps:
     raise ValueError(f"--model {run}@{step}: the run keeps no checkpoint of "
                      f"step {step}; it keeps steps {steps}")
@@ -120,7 +121,7 @@ def load(src: str) -> LoadedBert:
   path = check_source(src)
   if is_run_dir(path):
     bert_cfg, params, tok, step, cfg, spec = load_run(path, pinned)
-    latest = pinned is None or pinned == max(_steps(path))
+    latest = pinned is None or pinned == max(kept_steps(path))
     b = spec["budgets"]
     return LoadedBert(f"{os.path.basename(os.path.normpath(path))}@{step}",
                       storage.display(path), bert_cfg, params["bert"], tok,
