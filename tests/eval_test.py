@@ -146,7 +146,9 @@ def _reference(starter_dir, d, qsets):
   return out, names
 
 
-def test_scores_match_transformers_numpy_reference(tmp_path, starter_dir):
+def test_scores_match_transformers_numpy_reference(tmp_path, starter_dir,
+                                                   monkeypatch):
+  from bali_jax.eval import encoder as elib
   from bali_jax.eval.encoder import Encoder, PackShape
   from bali_jax.eval.models import load
   data = efx.write_eval_dataset(str(tmp_path / "ds"))
@@ -180,6 +182,24 @@ def test_scores_match_transformers_numpy_reference(tmp_path, starter_dir):
                                [q.gold for q in qs.queries], d.num_concepts)
   np.testing.assert_array_equal(g, ref[("heldout_synonyms", "string")][0])
   np.testing.assert_array_equal(t, ref[("heldout_synonyms", "string")][1])
+  # inputs go through tokenizing, packing and the model ENCODE_CHUNK at a
+  # time (a million queries at once cost ~10 GB), with the same vectors
+  packed, pack = [], elib.pack
+  monkeypatch.setattr(elib, "pack", lambda items, shape: (
+      packed.append(len(items)), pack(items, shape))[1])
+  monkeypatch.setattr(elib, "ENCODE_CHUNK", 4)
+  np.testing.assert_allclose(enc.encode_strings(d.names), ours_names,
+                             atol=1e-6)
+  assert max(packed) == 4 and sum(packed) == len(d.names)
+  sent = [q for q in sets[1].queries if q.sentence]
+  args = ([q.sentence for q in sent], [[q.span] for q in sent])
+  packed.clear()
+  chunked, ok4 = enc.encode_mentions(*args)
+  assert max(packed) == 4 and sum(packed) == len(sent) > 4
+  monkeypatch.setattr(elib, "ENCODE_CHUNK", 10 ** 6)
+  whole, ok = enc.encode_mentions(*args)
+  np.testing.assert_allclose(chunked, whole, atol=1e-6)
+  np.testing.assert_array_equal(ok4, ok)
   # "iron overload" names two concepts: a tie, half a hit at most
   assert rows[("test_mentions", "string")]["acc@1"] < 1.0
   saved = json.load(open(tmp_path / "r.json"))

@@ -116,29 +116,3 @@ def test_two_processes_encode_their_slices_and_rank_as_one(tmp_path,
   for i in range(2):  # both processes hold every query's result
     r = np.load(out / f"ranks{i}.npz")
     _same((r["greater"], r["ties"], r["top"]), in_memory)
-
-
-def test_a_shard_is_encoded_in_bounded_chunks(tmp_path, monkeypatch):
-  """A shard sized by its vectors can hold a million names; encoding them
-  at once holds their token lists and packed rows (~10 kB a name), so
-  `write` hands the encoder at most ENCODE_CHUNK names, and the shard is
-  the same as one encoded whole."""
-  names, *_ = dictionary()
-  strings = [f"name {i}" for i in range(1_000)]
-  calls = []
-
-  def encode(batch):  # the vector of "name i" is names[i]
-    calls.append(len(batch))
-    return names[[int(s.split()[1]) for s in batch]]
-
-  monkeypatch.setattr(name_store, "ENCODE_CHUNK", 64)
-  for dtype in ("float32", "bfloat16"):
-    calls.clear()
-    store, stats = name_store.write(str(tmp_path / dtype), strings, encode,
-                                    DIM, shard_rows=300, dtype=dtype)
-    assert store.num_shards == 4 and stats["names"] == 1_000
-    assert max(calls) == 64 and sum(calls) == 1_000
-    whole = name_store.from_array(str(tmp_path / f"{dtype}-whole"),
-                                  names[:1_000], 300, dtype)
-    for i in range(4):
-      np.testing.assert_array_equal(store.read(i), whole.read(i))

@@ -30,6 +30,9 @@ from tqdm import tqdm
 from bali_jax.model.bert import BertModel
 from bali_jax.model.pooling import mention_pool
 
+# inputs (strings or sentences) tokenized, packed and encoded at once
+ENCODE_CHUNK = 32_768
+
 
 @dataclasses.dataclass
 class Item:
@@ -167,19 +170,15 @@ class Encoder:
     """Rows of one jitted call in `shape`: every local device's."""
     return shape.rows_per_device * self.mesh.size
 
-  def _run(self, items: list[Item], desc: str,
-           shape: PackShape | None = None) -> np.ndarray:
+  def _run(self, items: list[Item], shape: PackShape) -> np.ndarray:
     """(number of outputs, D) float32 unit vectors, in item order."""
     if not items:
       return np.zeros((0, self.dim), np.float32)
-    shape = shape or self.shape
     rows, where = pack(items, shape)
     n = len(rows["ids"])
     per_call = self.rows_per_call(shape)
     pooled = np.zeros((n, shape.max_outputs, self.dim), np.float32)
-    steps = range(0, n, per_call)
-    for s in tqdm(steps, desc=desc, unit="batch", disable=not self.progress,
-                  leave=False, mininterval=2.0):
+    for s in range(0, n, per_call):
       chunk = {k: v[s:s + per_call] for k, v in rows.items()}
       got = len(chunk["ids"])
       if got < per_call:  # last batch: pad with empty rows, same shape
@@ -192,6 +191,26 @@ class Encoder:
     r, c = np.asarray(where).T
     return pooled[r, c]
 
+  def _chunked(self, n: int, make_items, desc: str,
+               shape: PackShape) -> np.ndarray:
+    """Encodes n inputs ENCODE_CHUNK at a time (`make_items(lo, hi)` ->
+    the items of inputs [lo, hi)), under one progress bar in inputs.
+
+    Why: tokenized items, their packed rows and the pooled (rows, slots,
+    D) outputs cost about 10 kB an input; a million queries or a
+    dictionary shard encoded at once took a process to 11.9 GB. Chunks
+    bound that whatever the caller hands in; only the (n, D) result
+    grows with n.
+    """
+    parts = [np.zeros((0, self.dim), np.float32)]
+    with tqdm(total=n, desc=desc, unit=" in", disable=not self.progress,
+              leave=False, mininterval=2.0) as bar:
+      for lo in range(0, n, ENCODE_CHUNK):
+        hi = min(lo + ENCODE_CHUNK, n)
+        parts.append(self._run(make_items(lo, hi), shape))
+        bar.update(hi - lo)
+    return np.concatenate(parts)
+
   def name_items(self, strings: list[str]) -> list[Item]:
     enc = self.tokenizer(list(strings), truncation=True,
                          max_length=self.max_name_tokens)["input_ids"]
@@ -200,17 +219,14 @@ class Encoder:
 
   def encode_strings(self, strings: list[str], desc: str = "names"):
     """Each string encoded alone, pooled as training pools concept names."""
-    return self._run(self.name_items(strings), desc, self.name_shape)
+    return self._chunked(len(strings),
+                         lambda lo, hi: self.name_items(strings[lo:hi]),
+                         desc, self.name_shape)
 
-  def encode_mentions(self, sentences: list[str],
-                      spans: list[list[tuple[int, int]]],
-                      desc: str = "sentences"):
-    """Mentions pooled from their sentence's encoding (BALI's text side).
-
-    Returns (total mentions, D) in order, and a bool array marking the
-    mentions that kept at least one subtoken (a mention cut off by the
-    `seq_len` truncation has none and a zero vector).
-    """
+  def mention_items(self, sentences: list[str],
+                    spans: list[list[tuple[int, int]]]):
+    """(items, ok): one item per sentence, one output per mention span;
+    ok marks the mentions that kept at least one subtoken."""
     enc = self.tokenizer(list(sentences), truncation=True,
                          max_length=self.seq_len,
                          return_offsets_mapping=True)
@@ -224,4 +240,22 @@ class Encoder:
         ok.append(bool(toks))
         outs.append(toks or [0])
       items.append(Item(ids, outs))
-    return self._run(items, desc), np.asarray(ok, bool)
+    return items, ok
+
+  def encode_mentions(self, sentences: list[str],
+                      spans: list[list[tuple[int, int]]],
+                      desc: str = "sentences"):
+    """Mentions pooled from their sentence's encoding (BALI's text side).
+
+    Returns (total mentions, D) in order, and a bool array marking the
+    mentions that kept at least one subtoken (a mention cut off by the
+    `seq_len` truncation has none and a zero vector).
+    """
+    ok = []
+
+    def make_items(lo, hi):
+      items, kept = self.mention_items(sentences[lo:hi], spans[lo:hi])
+      ok.extend(kept)
+      return items
+    vecs = self._chunked(len(sentences), make_items, desc, self.shape)
+    return vecs, np.asarray(ok, bool)

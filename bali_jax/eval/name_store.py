@@ -27,12 +27,6 @@ import numpy as np
 from bali_jax import storage
 
 DTYPES = {"float32": 4, "bfloat16": 2}  # bytes per stored value
-# names handed to `encode` at once. A shard is sized to the memory budget
-# by its vectors (a few hundred bytes a name), but encoding holds each
-# name's token list, its packed rows and their pooled outputs: about 10 kB
-# a name, measured (a 1.09M-name shard of a tiny model's 48-dim vectors
-# took the process to 11.9 GB under a 4 GiB budget). Chunks bound that.
-ENCODE_CHUNK = 32_768
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +100,7 @@ def write(directory: str, names: list[str], encode, dim: int,
 
   Args:
     encode: list of strings -> (n, dim) unit vectors (an `Encoder`'s
-      `encode_strings`).
+      `encode_strings`, which encodes a shard in bounded chunks).
     barrier: called once every shard of this process is written (with
       several processes: a global barrier, so that all shards exist before
       anyone reads them or `index.json` is written).
@@ -123,10 +117,9 @@ def write(directory: str, names: list[str], encode, dim: int,
   t0, mine = time.perf_counter(), 0
   for i in range(process_index, store.num_shards, process_count):
     lo, hi = store.bounds(i)
-    vecs = np.concatenate([_stored(np.zeros((0, dim)), dtype)] + [
-        _stored(encode(names[a:min(a + ENCODE_CHUNK, hi)]), dtype)
-        for a in range(lo, hi, ENCODE_CHUNK)])  # (hi - lo, dim)
-    _save(store.path(i), vecs)
+    # the encoder bounds its own working memory (encoder.ENCODE_CHUNK);
+    # the shard's vectors are what the budget sized
+    _save(store.path(i), _stored(encode(names[lo:hi]), dtype))
     mine += hi - lo
   seconds = time.perf_counter() - t0
   if barrier is not None:
