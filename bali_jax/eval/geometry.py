@@ -68,30 +68,15 @@ def geometry(emb: dict[str, np.ndarray], concepts: np.ndarray) -> dict:
   return out
 
 
-def run_params(workdir: str, step: int):
-  """(TrainConfig, spec, params) of a run at a kept step; step 0 is the
-  initial state rebuilt from the run's config and seed (init_from and a
-  fresh graph tower), as `train` built it before its first step."""
-  import json
-
+def initial_params(cfg, spec, mesh):
+  """A run's state before its first step, rebuilt from its config and
+  seed (init_from and a fresh graph tower) as `train` built it."""
   import jax
-  from bali_jax import configs
-  from bali_jax.eval import models
-  from bali_jax.train import sharding
   from bali_jax.train.state import create_state
   from bali_jax.train.step import make_optimizer
-  if step:
-    models.check_source(f"{workdir}@{step}")
-    _, params, _, _, cfg, spec = models.load_run(workdir, step)
-    return cfg, spec, params
-  cfg = configs.load_run_config(workdir)
-  spec = json.loads(storage.read_text(storage.join(workdir,
-                                                   "dataset_spec.json")))
-  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
-                           sharding.MESH_AXES)
   state, _, _ = create_state(cfg, spec, make_optimizer(cfg), mesh,
                              jax.random.key(cfg.seed))
-  return cfg, spec, jax.device_get(state.params)
+  return jax.device_get(state.params)
 
 
 def embed_fn(cfg, spec):
@@ -118,41 +103,54 @@ def embed_fn(cfg, spec):
   return embed
 
 
-def probe_step(workdir: str, step: int, batches: int, data_dir: str = ""):
-  """geometry() of one step on the first `batches` validation batches of
-  `data_dir` (default: the run's own data)."""
+def measure(embed, params, batches: list) -> dict:
+  """geometry() of `params` over the valid entities of `batches`."""
   import jax
-  from bali_jax.train.input_pipeline import InputPipeline
-  cfg, spec, params = run_params(workdir, step)
-  cfg = cfg.replace(eval_batches=batches, data_dir=data_dir or cfg.data_dir)
-  pipe = InputPipeline(cfg.data_dir, spec, cfg, 0, 1)
-  rows = pipe.eval_batches()
-  if not rows:
-    raise ValueError(f"{cfg.data_dir}: its validation split has fewer rows "
-                     f"than one batch of {cfg.batch_size}")
-  embed = embed_fn(cfg, spec)
-  parts = [jax.device_get(embed(params, b)) for b in rows]
+  parts = [jax.device_get(embed(params, b)) for b in batches]
   mask = np.concatenate([p["entity_mask"].reshape(-1) for p in parts]) > 0
   d = parts[0]["text"].shape[-1]
   emb = {k: np.concatenate([p[k].reshape(-1, d) for p in parts])[mask]
          for k in SIDES}
   ids = np.concatenate([p["entity_concept"].reshape(-1) for p in parts])
-  return {"step": step, **geometry(emb, ids[mask])}
+  return geometry(emb, ids[mask])
+
+
+def probe_run(run: str, steps: list[int] | None, batches: int,
+              data_dir: str = "") -> list[dict]:
+  """One row per step of one run, on the first `batches` validation
+  batches of `data_dir` (default: the run's own data); steps default to
+  0 and every kept step. The batches are read and `embed` compiled once
+  per run; only the params change from step to step."""
+  from bali_jax.eval import models
+  from bali_jax.train.input_pipeline import InputPipeline
+  if not models.is_run_dir(run):
+    raise ValueError(f"--run {run}: not a training run directory "
+                     "(config.json + checkpoints/)")
+  steps = [0] + models.kept_steps(run) if steps is None else steps
+  for s in steps:  # every step checked before anything is computed
+    if s:
+      models.check_source(f"{run}@{s}")
+  cfg, spec, mesh = models.run_setup(run)
+  cfg = cfg.replace(eval_batches=batches, data_dir=data_dir or cfg.data_dir)
+  embed = embed_fn(cfg, spec)  # refuses a linear graph encoder
+  rows = InputPipeline(cfg.data_dir, spec, cfg, 0, 1).eval_batches()
+  if not rows:
+    raise ValueError(f"{cfg.data_dir}: its validation split has fewer rows "
+                     f"than one batch of {cfg.batch_size}")
+  out = []
+  for s in steps:
+    params = initial_params(cfg, spec, mesh) if s == 0 else \
+        models.restore_params(run, cfg, spec, mesh, s)[0]
+    out.append({"run": storage.display(run), "step": s,
+                **measure(embed, params, rows)})
+  return out
 
 
 def probe(runs: list[str], steps: list[int] | None, batches: int,
           data_dir: str = "") -> list[dict]:
-  """One row per (run, step); steps default to 0 and every kept step."""
-  from bali_jax.eval import models
-  rows = []
-  for run in runs:
-    if not models.is_run_dir(run):
-      raise ValueError(f"--run {run}: not a training run directory "
-                       "(config.json + checkpoints/)")
-    for s in ([0] + models.kept_steps(run)) if steps is None else steps:
-      rows.append({"run": storage.display(run),
-                   **probe_step(run, s, batches, data_dir)})
-  return rows
+  """One row per (run, step)."""
+  return [r for run in runs for r in probe_run(run, steps, batches,
+                                               data_dir)]
 
 
 COLUMNS = ("text_graph", "text_name", "graph_name", "text_spread",

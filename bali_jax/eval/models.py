@@ -47,32 +47,48 @@ def split_step(src: str) -> tuple[str, int | None]:
   return src, None
 
 
-def load_run(workdir: str, step: int | None = None):
-  """(BertConfig, params {"bert", "mlm_head"}, tokenizer, step, TrainConfig,
-  record spec) of a run's checkpoint `step` (default: its latest), restored
-  on one device."""
+def run_setup(workdir: str):
+  """(TrainConfig, record spec, one-device mesh) of a run: what restoring
+  its checkpoints, or rebuilding its initial state, needs."""
   import jax
   import numpy as np
   from bali_jax import configs
-  from bali_jax.hf.tokenizer import load_tokenizer
   from bali_jax.train import sharding
-  from bali_jax.train.checkpoint import Checkpointer
-  from bali_jax.train.state import abstract_state
-  from bali_jax.train.step import make_optimizer
   cfg = configs.load_run_config(workdir)
-  ckpt = Checkpointer(storage.join(workdir, "checkpoints"))
-  if step is None:
-    step = ckpt.latest_step()
-  if step is None:
-    raise ValueError(f"{workdir}: the run has no checkpoint yet")
   spec = json.loads(storage.read_text(storage.join(workdir,
                                                    "dataset_spec.json")))
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
                            sharding.MESH_AXES)
-  abstract, _, _ = abstract_state(cfg, spec, make_optimizer(cfg), mesh)
-  state, _ = ckpt.restore(step, abstract)  # one device; params kept only
-  params = jax.device_get(state.params)
-  ckpt.close()
+  return cfg, spec, mesh
+
+
+def restore_params(workdir: str, cfg, spec, mesh, step: int | None = None):
+  """(params on the host, step) of a run's checkpoint `step` (default: its
+  latest); the optimizer state is restored and dropped."""
+  import jax
+  from bali_jax.train.checkpoint import Checkpointer
+  from bali_jax.train.state import abstract_state
+  from bali_jax.train.step import make_optimizer
+  ckpt = Checkpointer(storage.join(workdir, "checkpoints"))
+  try:
+    if step is None:
+      step = ckpt.latest_step()
+    if step is None:
+      raise ValueError(f"{workdir}: the run has no checkpoint yet")
+    abstract, _, _ = abstract_state(cfg, spec, make_optimizer(cfg), mesh)
+    state, _ = ckpt.restore(step, abstract)
+  finally:
+    ckpt.close()
+  return jax.device_get(state.params), step
+
+
+def load_run(workdir: str, step: int | None = None):
+  """(BertConfig, params {"bert", "mlm_head"}, tokenizer, step, TrainConfig,
+  record spec) of a run's checkpoint `step` (default: its latest), restored
+  on one device."""
+  from bali_jax.hf.tokenizer import load_tokenizer
+  cfg, spec, mesh = run_setup(workdir)
+  params, step = restore_params(workdir, cfg, spec, mesh, step)
   with storage.local_copy(storage.join(workdir, "tokenizer")) as d:
     tok = load_tokenizer(d)
   return cfg.model.bert, params, tok, step, cfg, spec
