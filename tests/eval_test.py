@@ -15,6 +15,7 @@ import pytest
 from bali_jax.eval import dictionary as dlib
 from bali_jax.eval import linking, queries as qlib, report
 from tests import eval_fixtures as efx
+from tests.compiles import compilations
 from tests.cli_runs import SHARED_STEP, subprocess_env
 
 
@@ -679,10 +680,13 @@ def _probe_geometry_of(run: str, tmp: str):
   from bali_jax.cli import main
   from bali_jax.eval import geometry
   out, png = os.path.join(tmp, "geo.json"), os.path.join(tmp, "geo.png")
-  assert main(["probe-geometry", "--run", run, "--batches", "1", "--out",
-               out, "--plot", png]) == 0
+  with compilations() as compiled:
+    assert main(["probe-geometry", "--run", run, "--batches", "1", "--out",
+                 out, "--plot", png]) == 0
   rows = json.load(open(out))
   assert [r["step"] for r in rows] == [0, 2, 4]
+  # the batches are read and the forward compiled once for all steps
+  assert compiled.count("jit(embed)") == 1, compiled
   assert len({r["entities"] for r in rows}) == 1  # the same rows each step
   assert rows[0]["entities"] >= 2
   for r in rows:
