@@ -99,6 +99,10 @@ class ViewRows:
     self.linearizer, self.chunk = linearizer, chunk
     self.stats: dict = {}
 
+  def max_rows(self) -> int:
+    """An upper bound on a view's rows: every row holds a sentence."""
+    return max(1, len(self.sentences))
+
   def chunks(self, view: int) -> list[np.ndarray]:
     """The serials of each chunk of `view`, in packing order."""
     perm = packing_order(len(self.sentences), self.seed, view, self.order)
