@@ -126,10 +126,11 @@ def probe_run(run: str, steps: list[int] | None, batches: int,
   if not models.is_run_dir(run):
     raise ValueError(f"--run {run}: not a training run directory "
                      "(config.json + checkpoints/)")
-  steps = [0] + models.kept_steps(run) if steps is None else steps
+  kept = models.kept_steps(run)
+  steps = [0] + kept if steps is None else steps
   for s in steps:  # every step checked before anything is computed
     if s:
-      models.check_source(f"{run}@{s}")
+      models.check_kept(run, s, kept)
   cfg, spec, mesh = models.run_setup(run)
   cfg = cfg.replace(eval_batches=batches, data_dir=data_dir or cfg.data_dir)
   embed = embed_fn(cfg, spec)  # refuses a linear graph encoder

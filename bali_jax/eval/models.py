@@ -120,13 +120,18 @@ def kept_steps(run: str) -> list[int]:
   return steps
 
 
-def _check_step(run: str, step: int) -> str:
-  """A `RUN@STEP` whose step the run does not keep is refused before
-  anything loads, naming the steps it does keep."""
-  steps = kept_steps(run)
+def check_kept(run: str, step: int, steps: list[int]) -> None:
+  """Refuses a step the run does not keep (`steps`: its kept steps),
+  naming the steps it does keep."""
   if step not in steps:
     raise ValueError(f"--model {run}@{step}: the run keeps no checkpoint of "
                      f"step {step}; it keeps steps {steps}")
+
+
+def _check_step(run: str, step: int) -> str:
+  """A `RUN@STEP` whose step the run does not keep is refused before
+  anything loads."""
+  check_kept(run, step, kept_steps(run))
   return run
 
 
